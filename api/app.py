@@ -1,0 +1,30 @@
+"""The FastAPI application: routers, problem+json errors, request ids, CORS."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import errors
+from api.deps import Services
+from api.routers import jobs, ops, projects, tokens
+
+
+def create_app(services: Services, *, cors_origins: list[str] | None = None) -> FastAPI:
+    """Build the API around ``services`` (built by the composition root in ``infra``)."""
+    app = FastAPI(
+        title="aiorch",
+        version="0.1.0",
+        description="Event-sourced orchestration of AI media jobs (STT, TTS and more). "
+        "Log in at POST /api/token/ and send `Authorization: Bearer <access>`.",
+    )
+    app.state.services = services
+    app.add_middleware(errors.RequestIdMiddleware)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_credentials=True,
+                           allow_methods=["*"], allow_headers=["*"],
+                           expose_headers=["Aiorch-Position", "X-Request-ID", "Location"])
+    errors.install(app)
+    for module in (tokens, projects, jobs, ops):
+        app.include_router(module.router)
+    return app

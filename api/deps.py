@@ -1,0 +1,112 @@
+"""FastAPI dependencies: the system's parts, the current user, read-your-writes waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine, select
+
+from api.auth import TokenIssuer
+from api.errors import ServiceUnavailable, request_id
+from commands.context import Actor, Context
+from commands.errors import Unauthenticated
+from commands.service import Platform
+from projections import tables as t
+from projections.projector import current_position
+
+
+class BlobStore(Protocol):
+    """What the API needs of blob storage (see ``infra.blobs.LocalBlobStore``)."""
+
+    def save_stream(self, chunks: Any, name: str, *, max_bytes: int, prefix: str = ...) -> Any: ...
+    def path(self, key: str) -> Any: ...
+    def delete(self, key: str) -> None: ...
+
+
+class Services:
+    """The parts the API uses, handed over by the composition root."""
+
+    def __init__(self, platform: Platform, engine: Engine, blobs: BlobStore, tokens: TokenIssuer, *,
+                 read_wait_s: float, max_upload_bytes: int, catalog: Any) -> None:
+        self.platform, self.engine, self.blobs, self.tokens = platform, engine, blobs, tokens
+        self.read_wait_s, self.max_upload_bytes, self.catalog = read_wait_s, max_upload_bytes, catalog
+
+    def projected_position(self) -> int:
+        """The read models' position."""
+        with self.engine.connect() as conn:
+            return current_position(conn)
+
+    def wait_for(self, position: int, timeout: float | None = None) -> bool:
+        """Block (≤ ``timeout``, default ``read_wait_s``) until the read models reach ``position``."""
+        deadline = time.monotonic() + (self.read_wait_s if timeout is None else timeout)
+        delay = 0.002
+        while True:
+            if self.projected_position() >= position:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+
+def get_services(request: Request) -> Services:
+    """The :class:`Services` of this app."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+_bearer = HTTPBearer(auto_error=False, description="an access token from POST /api/token/")
+
+
+def current_user(services: ServicesDep,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> dict[str, Any]:
+    """The authenticated user's read-model row. Raises Unauthenticated (401)."""
+    if credentials is None:
+        raise Unauthenticated("authentication credentials were not provided")
+    claims = services.tokens.decode(credentials.credentials, "access")
+    with services.engine.connect() as conn:
+        row = conn.execute(select(t.users).where(t.users.c.id == claims["sub"])).mappings().first()
+    if row is None or not row["is_active"]:
+        raise Unauthenticated("the user is unknown or inactive")
+    return dict(row)
+
+
+CurrentUser = Annotated[dict[str, Any], Depends(current_user)]
+
+
+def command_context(request: Request, user: CurrentUser) -> Context:
+    """The actor and correlation id (the request id) of a command sent by this request."""
+    return Context(actor=Actor(id=user["id"], username=user["username"], role=user["role"]),
+                   correlation_id=request_id(request))
+
+
+CommandCtx = Annotated[Context, Depends(command_context)]
+
+
+async def read_position(services: ServicesDep,
+                        min_position: Annotated[int | None, Query(ge=0, description="wait until the read models reach this position")] = None,
+                        aiorch_min_position: Annotated[int | None, Header(ge=0)] = None) -> None:
+    """Read your writes: wait (≤ ``AIORCH_READ_WAIT_S``) for ``?min_position`` / header.
+
+    Raises ServiceUnavailable (503 with Retry-After) when the read models lag behind.
+    """
+    wanted = max(min_position or 0, aiorch_min_position or 0)
+    if wanted and not await asyncio.to_thread(services.wait_for, wanted):
+        raise ServiceUnavailable(f"the read models have not reached position {wanted} yet", retry_after=1)
+
+
+ReadPosition = Depends(read_position)
+
+
+async def created(services: Services, position: int, location: str, resource_id: str, fetch: Any) -> JSONResponse:
+    """201 with the resource once the read models show it, else 202 ``{id, position}``."""
+    headers = {"Aiorch-Position": str(position), "Location": location}
+    if await asyncio.to_thread(services.wait_for, position):
+        return JSONResponse(await asyncio.to_thread(fetch), status_code=201, headers=headers)
+    return JSONResponse({"id": resource_id, "position": position}, status_code=202, headers=headers)

@@ -1,0 +1,76 @@
+"""``/api/projects/``: create, list and read projects."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import or_, select
+
+from api.deps import CommandCtx, CurrentUser, ReadPosition, ServicesDep, created
+from api.pagination import PageParams, page_params, paginate
+from api.schemas import ProjectIn, ProjectOut
+from api.views import job_json, project_json, visible_jobs, visible_projects
+from commands.errors import NotFound
+from commands.messages import CreateProject
+from projections import tables as t
+
+router = APIRouter(prefix="/api/projects", tags=["projects"])
+Ordering = Literal["name", "-name", "created_at", "-created_at"]
+
+
+def load_project(services: ServicesDep, user: dict[str, Any], project_id: str) -> dict[str, Any]:
+    """A visible project's row. Raises NotFound."""
+    with services.engine.connect() as conn:
+        row = conn.execute(visible_projects(select(t.projects), user).where(t.projects.c.id == project_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no project {project_id}")
+    return dict(row)
+
+
+@router.get("/", dependencies=[ReadPosition])
+def list_projects(request: Request, services: ServicesDep, user: CurrentUser,
+                  params: Annotated[PageParams, Depends(page_params)],
+                  search: str | None = None, owner: str | None = None,
+                  ordering: Ordering = "-created_at") -> dict[str, Any]:
+    """Projects the user may see, newest first. Filters ``?search=`` (name, description) and ``?owner=``."""
+    stmt = visible_projects(select(t.projects), user)
+    if search:
+        like = f"%{search}%"
+        stmt = stmt.where(or_(t.projects.c.name.ilike(like), t.projects.c.description.ilike(like)))
+    if owner:
+        stmt = stmt.where(t.projects.c.owner_id == owner)
+    col = t.projects.c[ordering.lstrip("-")]
+    stmt = stmt.order_by(col.desc() if ordering.startswith("-") else col.asc(), t.projects.c.id)
+    with services.engine.connect() as conn:
+        return paginate(request, conn, stmt, params, project_json)
+
+
+@router.post("/", status_code=201, response_model=ProjectOut,
+             responses={202: {"description": "accepted; the read model has not caught up yet"}})
+async def create_project(body: ProjectIn, response: Response, services: ServicesDep, ctx: CommandCtx,
+                         user: CurrentUser) -> Any:
+    """Create a project owned by the caller (editors and admins)."""
+    project_id, position = await asyncio.to_thread(
+        services.platform.create_project, CreateProject(body.name, body.description), ctx)
+    return await created(services, position, f"/api/projects/{project_id}/", str(project_id),
+                         lambda: project_json(load_project(services, user, str(project_id))))
+
+
+@router.get("/{project_id}/", response_model=ProjectOut, dependencies=[ReadPosition])
+def get_project(project_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
+    """One project."""
+    return project_json(load_project(services, user, str(project_id)))
+
+
+@router.get("/{project_id}/jobs/", dependencies=[ReadPosition])
+def project_jobs(project_id: UUID, request: Request, services: ServicesDep, user: CurrentUser,
+                 params: Annotated[PageParams, Depends(page_params)]) -> dict[str, Any]:
+    """The project's jobs, newest first."""
+    load_project(services, user, str(project_id))
+    stmt = visible_jobs(select(t.jobs), user).where(t.jobs.c.project_id == str(project_id))
+    with services.engine.connect() as conn:
+        return paginate(request, conn, stmt.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id), params, job_json)
+

@@ -1,0 +1,66 @@
+"""Shaping read-model rows into the contract's JSON, and who may see which rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select
+
+from projections import tables as t
+
+
+def iso(value: Any) -> Any:
+    """A datetime as ISO 8601, other values unchanged."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def project_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{id, name, description, owner {id, username}, created_at, updated_at, jobs_count}``."""
+    return {"id": row["id"], "name": row["name"], "description": row["description"],
+            "owner": {"id": row["owner_id"], "username": row["owner_username"]},
+            "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+            "jobs_count": row["jobs_count"]}
+
+
+def job_json(row: dict[str, Any]) -> dict[str, Any]:
+    """The contract's job shape."""
+    job_id = row["id"]
+    files = {field: {"name": f["name"], "size": f["size"], "content_type": f["content_type"],
+                     "sha256": f["sha256"], "url": f"/api/jobs/{job_id}/files/{field}/"}
+             for field, f in (row["input_files"] or {}).items()}
+    return {"id": job_id, "project": row["project_id"], "type": row["type"], "status": row["status"],
+            "progress": row["progress"], "stage": row["stage"], "priority": row["priority"],
+            "attempt": row["attempt"], "parameters": row["parameters"], "agent": row["agent_id"],
+            "input_files": files,
+            "created_by": {"id": row["created_by_id"], "username": row["created_by_username"]},
+            "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+            "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
+            "error": row["error"], "has_result": row["has_result"], "cancel_requested": row["cancel_requested"]}
+
+
+def result_json(row: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The contract's result shape; the first file is the main one."""
+    job_id = row["job_id"]
+    files = [{"name": f["name"], "content_type": f["content_type"], "size": f["size"],
+              "url": f"/api/jobs/{job_id}/result/files/{i}/"} for i, f in enumerate(row["files"])]
+    main = files[0] if files else None
+    return {"id": row["id"], "job": job_id, "result_url": main and main["url"],
+            "result_file": main and main["name"], "result_file_url": main and main["url"],
+            "files": files, "logs": logs, "meta": row["meta"], "finished_at": iso(row["finished_at"])}
+
+
+def log_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{at, level, message}``."""
+    return {"at": iso(row["at"]), "level": row["level"], "message": row["message"]}
+
+
+def visible_projects(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
+    """Admins and viewers see every project; editors their own."""
+    stmt = stmt.where(t.projects.c.archived.is_(False))
+    return stmt.where(t.projects.c.owner_id == user["id"]) if user["role"] == "editor" else stmt
+
+
+def visible_jobs(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
+    """Admins and viewers see every job; editors their own."""
+    stmt = stmt.where(t.jobs.c.archived.is_(False))
+    return stmt.where(t.jobs.c.created_by_id == user["id"]) if user["role"] == "editor" else stmt

@@ -1,0 +1,167 @@
+"""The Job aggregate: pending → running → completed | failed | cancelled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.domain import event
+
+from commands.aggregate import PlatformAggregate
+from commands.errors import ClaimLost, Conflict, InvalidCommand
+from events.jobs import (
+    JobCancelled,
+    JobCancelRequested,
+    JobCompleted,
+    JobFailed,
+    JobLogsAppended,
+    JobProgressed,
+    JobStarted,
+    JobSubmitted,
+)
+
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
+FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
+
+
+class Job(PlatformAggregate):
+    """One unit of AI work of a ``type`` with ``parameters`` and input files."""
+
+    JobSubmitted = JobSubmitted
+    JobStarted = JobStarted
+    JobProgressed = JobProgressed
+    JobLogsAppended = JobLogsAppended
+    JobCompleted = JobCompleted
+    JobFailed = JobFailed
+    JobCancelRequested = JobCancelRequested
+    JobCancelled = JobCancelled
+
+    @event(JobSubmitted)
+    def __init__(
+        self,
+        project_id: str,
+        owner_id: str,
+        type: str,  # noqa: A002
+        parameters: dict[str, Any],
+        input_files: dict[str, dict[str, Any]],
+        priority: str,
+    ) -> None:
+        self.project_id = project_id
+        self.owner_id = owner_id
+        self.type = type
+        self.parameters = parameters
+        self.input_files = input_files
+        self.priority = priority
+        self.status = PENDING
+        self.progress = 0
+        self.stage = "queued"
+        self.attempt = 0
+        self.processor_id: str | None = None
+        self.cancel_requested = False
+        self.result: dict[str, Any] | None = None
+        self.error: dict[str, str] | None = None
+
+    # -- commands ---------------------------------------------------------------------
+
+    def start(self, processor_id: str) -> None:
+        """Claim the pending job for ``processor_id``.
+
+        Raises:
+            ClaimLost: the job is not pending (already claimed, finished or cancelled).
+        """
+        if self.status != PENDING:
+            raise ClaimLost(f"job {self.id} is {self.status}, not pending")
+        self._started(processor_id=processor_id, attempt=self.attempt + 1)
+
+    def report_progress(self, progress: int, stage: str) -> None:
+        """Record progress 0–100 (never decreasing within an attempt) and the stage name.
+
+        Raises:
+            Conflict: the job is not running.
+            InvalidCommand: progress outside 0–100.
+        """
+        self._require_running()
+        if not 0 <= progress <= 100:
+            raise InvalidCommand("progress must be an integer 0–100", errors=[{"loc": ["progress"], "msg": "0–100"}])
+        self._progressed(progress=max(progress, self.progress), stage=stage or self.stage)
+
+    def append_logs(self, lines: list[dict[str, Any]]) -> None:
+        """Append a batch of ``{at, level, message}`` lines to a running job."""
+        self._require_running()
+        if lines:
+            self._logs_appended(lines=lines)
+
+    def complete(self, result: dict[str, Any]) -> None:
+        """Finish the running job with ``result`` ``{files, meta}``.
+
+        Raises:
+            Conflict: not running (a late or second result is refused).
+        """
+        self._require_running()
+        self._completed(result=result)
+
+    def fail(self, code: str, message: str) -> None:
+        """Fail the job (running, or pending when its input is refused before start)."""
+        if self.status in FINISHED:
+            raise Conflict(f"job {self.id} is already {self.status}")
+        self._failed(code=code, message=message)
+
+    def cancel(self, reason: str) -> str:
+        """Ask the job to stop; answers ``cancelled``, ``cancel_requested`` or ``completed``.
+
+        A pending job is cancelled at once; a running one is marked ``cancel_requested``
+        and stops at its processor's next checkpoint; a completed one stays completed.
+
+        Raises:
+            Conflict: the job already failed or was cancelled.
+        """
+        if self.status == PENDING:
+            self._cancelled(reason=reason)
+            return CANCELLED
+        if self.status == RUNNING:
+            if not self.cancel_requested:
+                self._cancel_requested(reason=reason)
+            return "cancel_requested"
+        if self.status == COMPLETED:
+            return COMPLETED
+        raise Conflict(f"job {self.id} is already {self.status}")
+
+    def confirm_cancelled(self, reason: str) -> None:
+        """The processor stopped the engine at a checkpoint: record the job cancelled."""
+        self._require_running()
+        self._cancelled(reason=reason)
+
+    def _require_running(self) -> None:
+        if self.status != RUNNING:
+            raise Conflict(f"job {self.id} is {self.status}, not running")
+
+    # -- mutators (re-run on replay) --------------------------------------------------------
+
+    @event(JobStarted)
+    def _started(self, processor_id: str, attempt: int) -> None:
+        self.status, self.processor_id, self.attempt = RUNNING, processor_id, attempt
+        self.stage = "started"
+
+    @event(JobProgressed)
+    def _progressed(self, progress: int, stage: str) -> None:
+        self.progress, self.stage = progress, stage
+
+    @event(JobLogsAppended)
+    def _logs_appended(self, lines: list[dict[str, Any]]) -> None:
+        pass
+
+    @event(JobCompleted)
+    def _completed(self, result: dict[str, Any]) -> None:
+        self.status, self.result, self.progress, self.stage = COMPLETED, result, 100, "done"
+
+    @event(JobFailed)
+    def _failed(self, code: str, message: str) -> None:
+        self.status, self.error = FAILED, {"code": code, "message": message}
+
+    @event(JobCancelRequested)
+    def _cancel_requested(self, reason: str) -> None:
+        self.cancel_requested = True
+
+    @event(JobCancelled)
+    def _cancelled(self, reason: str) -> None:
+        self.status = CANCELLED
+        self.error = {"code": "cancelled", "message": reason}

@@ -1,0 +1,82 @@
+"""Events of the Job aggregate.
+
+A job moves pending → running → completed | failed | cancelled. Progress is an integer
+0–100; log lines are ``{"at": ISO 8601 UTC, "level": str, "message": str}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events.base import CreatedEvent, DomainEvent
+
+#: Every job type of the platform (ARCHITECTURE.md, *Words we use*).
+JOB_TYPES: tuple[str, ...] = (
+    "stt",
+    "tts",
+    "voice_cloning",
+    "dubbing",
+    "ai_stories",
+    "video_translation",
+    "animated_talking_heads",
+)
+
+
+class JobSubmitted(CreatedEvent):
+    """A job was submitted and waits, pending, for a processor.
+
+    ``input_files`` maps a field name (``input_file``, ...) to
+    ``{"blob": str, "name": str, "size": int, "content_type": str, "sha256": str}``.
+    """
+
+    project_id: str
+    owner_id: str
+    type: str
+    parameters: dict[str, Any]
+    input_files: dict[str, dict[str, Any]]
+    priority: str
+
+
+class JobStarted(DomainEvent):
+    """A processor claimed the job (saved at the version it saw: one claimer wins)."""
+
+    processor_id: str
+    attempt: int
+
+
+class JobProgressed(DomainEvent):
+    """Coalesced progress of a running job (at most about one a second, plus stage changes)."""
+
+    progress: int
+    stage: str
+
+
+class JobLogsAppended(DomainEvent):
+    """A batch of log lines of a running job."""
+
+    lines: list[dict[str, Any]]
+
+
+class JobCompleted(DomainEvent):
+    """The job finished; ``result`` is ``{"files": [{blob, name, size, content_type}], "meta": {}}``."""
+
+    result: dict[str, Any]
+
+
+class JobFailed(DomainEvent):
+    """The job failed; ``code`` is invalid_input, engine_error, timed_out or worker_lost."""
+
+    code: str
+    message: str
+
+
+class JobCancelRequested(DomainEvent):
+    """Cancellation of a running job was asked for; its processor stops at a checkpoint."""
+
+    reason: str
+
+
+class JobCancelled(DomainEvent):
+    """The job was cancelled (at once if pending, at a checkpoint if running)."""
+
+    reason: str

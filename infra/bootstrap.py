@@ -1,0 +1,142 @@
+"""The composition root: builds the store, the read-model engine, blob storage and the
+engine catalogue from settings, and hands them to each role. Nothing is built at import."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from commands.service import Platform
+from infra.blobs import LocalBlobStore
+from infra.db import conninfo, make_engine, store_env
+from infra.settings import Settings
+from projections.follow import StoreWaiter
+from projections.projector import Projector
+
+log = logging.getLogger(__name__)
+
+
+def read_runtime(settings: Settings) -> dict[str, Any]:
+    """``runtime.json`` written by a running ``aiorch up`` (empty if none)."""
+    try:
+        return dict(json.loads(settings.runtime_file.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def resolve_urls(settings: Settings) -> Settings:
+    """Fill unset database and broker addresses from ``runtime.json`` of a running system."""
+    runtime = read_runtime(settings)
+    updates: dict[str, Any] = {}
+    if not settings.database_url and runtime.get("database_url"):
+        updates["database_url"] = runtime["database_url"]
+    if not settings.kafka_bootstrap_servers and runtime.get("kafka_bootstrap_servers"):
+        updates["kafka_bootstrap_servers"] = runtime["kafka_bootstrap_servers"]
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def secret_key(settings: Settings) -> str:
+    """The JWT signing key: ``AIORCH_SECRET_KEY``, else one generated and kept in the data
+    folder (development only).
+
+    Raises:
+        RuntimeError: no key configured in production (``AIORCH_ENVIRONMENT=production``).
+    """
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.environment == "production":
+        raise RuntimeError("AIORCH_SECRET_KEY must be set in production")
+    path = settings.data_dir / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(48))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def engine_catalog(model_dir: Path) -> list[dict[str, Any]]:
+    """``[{type, engine, available, missing?, languages, voices}]`` for every job type."""
+    from events.jobs import JOB_TYPES
+
+    try:
+        from processors.engines import describe_engines
+
+        described = {d["type"]: d for d in describe_engines(model_dir)}
+    except ImportError as exc:  # the engines extra is not installed here
+        described = {}
+        log.info("engines unavailable: %s", exc)
+    out = []
+    for job_type in JOB_TYPES:
+        out.append(described.get(job_type) or {
+            "type": job_type, "engine": None, "available": False,
+            "missing": [f"no engine for {job_type} is installed (pip install 'aiorch[engines]')"
+                        if job_type in ("stt", "tts") else f"the {job_type} engine is not built yet"],
+            "languages": [], "voices": []})
+    return out
+
+
+@dataclass
+class System:
+    """Everything a role needs, built once from settings."""
+
+    settings: Settings
+    platform: Platform
+    engine: Engine
+    blobs: LocalBlobStore
+    database_url: str
+    _catalog: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """The engine catalogue (computed once)."""
+        if self._catalog is None:
+            self._catalog = engine_catalog(self.settings.resolved_model_dir)
+        return self._catalog
+
+    def missing_engine(self, job_type: str) -> list[str]:
+        """What the engine of ``job_type`` lacks here ([] when it can run)."""
+        for entry in self.catalog():
+            if entry["type"] == job_type:
+                return [] if entry["available"] else list(entry.get("missing") or ["engine"])
+        return []
+
+    def projector(self) -> Projector:
+        """A projector of the read models following this store."""
+        return Projector(self.engine, self.platform.recorder, self.platform.mapper.to_domain_event,
+                         self.store_waiter(), poll_interval_s=max(self.settings.poll_interval_s, 0.05) * 10)
+
+    def store_waiter(self) -> StoreWaiter:
+        """A waiter on the store's append notifications."""
+        return StoreWaiter(conninfo(self.database_url), f"{self.platform.name}_events")
+
+    def close(self) -> None:
+        """Release connection pools."""
+        self.engine.dispose()
+        self.platform.close()
+
+
+def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
+    """Build the :class:`System` from ``settings`` (database URL required).
+
+    Raises:
+        RuntimeError: no database URL configured and no running system found.
+    """
+    settings = resolve_urls(settings)
+    if not settings.database_url:
+        raise RuntimeError("no database: set AIORCH_DATABASE_URL, or start the system with `aiorch up`")
+    platform = Platform(env=store_env(settings.database_url, pool_size=settings.db_pool_size))
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    system = System(settings, platform, engine, LocalBlobStore(settings.resolved_blob_dir), settings.database_url)
+    platform.missing_engine = system.missing_engine
+    if create_tables:
+        from projections import tables
+
+        tables.metadata.create_all(engine)
+    return system

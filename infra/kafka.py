@@ -1,0 +1,65 @@
+"""Kafka producer and consumer factories (kafka-python), tuned for prompt delivery.
+
+Topics: ``<prefix>.events`` carries every event's envelope (key = aggregate id);
+``<prefix>.work.<type>`` carries the work messages processors consume.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+
+def events_topic(prefix: str) -> str:
+    """The topic of every event's envelope."""
+    return f"{prefix}.events"
+
+
+def work_topic(prefix: str, job_type: str) -> str:
+    """The topic of work messages for ``job_type``."""
+    return f"{prefix}.work.{job_type}"
+
+
+def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
+    """An idempotent producer (``acks=all``) with JSON values and str keys."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap.split(","),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        "retries": 5,
+        "request_timeout_ms": 10_000,
+        "max_block_ms": 10_000,
+        "key_serializer": lambda k: k.encode() if k is not None else None,
+        "value_serializer": lambda v: json.dumps(v, separators=(",", ":")).encode(),
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(bootstrap: str, group: str, topics: list[str], **overrides: Any) -> KafkaConsumer:
+    """A consumer-group member with manual commits and fast group joins.
+
+    ``session_timeout_ms=6000, heartbeat_interval_ms=1000`` makes the first assignment
+    arrive in about 3 s on Tansu (ENVIRONMENT.md); ``fetch_max_wait_ms=10`` keeps delivery
+    latency near 10 ms.
+    """
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap.split(","),
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_interval_ms": 600_000,
+        "fetch_max_wait_ms": 10,
+        "max_poll_records": 1,
+        "request_timeout_ms": 10_000,
+        "value_deserializer": lambda v: json.loads(v.decode()),
+    }
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    consumer.subscribe(topics)
+    return consumer

@@ -1,0 +1,174 @@
+"""The outbox relay: follows the store's notification log from its tracked position,
+publishes each event to Kafka, and records its position only after the broker
+acknowledged (at-least-once; consumers dedupe by aggregate id + version).
+
+It also runs the reconciler: jobs pending past ``requeue_after_s`` have their work
+published again (Kafka delivers, it does not remember; the claim makes duplicates harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kafka.errors import KafkaError
+from sqlalchemy import BigInteger, Column, DateTime, Engine, MetaData, String, Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from events import JobSubmitted, to_envelope
+from infra.kafka import events_topic, make_producer, work_topic
+from projections import tables as rm
+from projections.follow import NotificationSource, StoreWaiter
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+relay_tracking = Table(
+    "relay_tracking",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def work_message(job_id: str, job_type: str, version: int, position: int, priority: str) -> dict[str, Any]:
+    """The work message of a pending job: ``{job_id, type, version, position, priority}``."""
+    return {"job_id": job_id, "type": job_type, "version": version, "position": position, "priority": priority}
+
+
+class OutboxRelay:
+    """Publishes stored events to Kafka in store order.
+
+    Args:
+        engine: SQLAlchemy engine of the store's database (tracking table lives there).
+        source: the store's recorder; ``decode`` its mapper's ``to_domain_event``.
+        bootstrap: Kafka bootstrap servers; ``prefix``: topic prefix.
+    """
+
+    name = "outbox_relay"
+
+    def __init__(self, engine: Engine, source: NotificationSource, decode: Any, bootstrap: str, *,
+                 prefix: str = "aiorch", waiter: StoreWaiter | None = None, batch_size: int = 500,
+                 poll_interval_s: float = 0.5, requeue_after_s: float = 30.0,
+                 reconcile_interval_s: float = 10.0) -> None:
+        self.engine, self.source, self.decode, self.bootstrap = engine, source, decode, bootstrap
+        self.prefix, self.waiter, self.batch_size = prefix, waiter, batch_size
+        self.poll_interval_s, self.requeue_after_s = poll_interval_s, requeue_after_s
+        self.reconcile_interval_s = reconcile_interval_s
+        self._producer: Any = None
+        self._stop = threading.Event()
+        self._last_reconcile = 0.0
+        self.published = 0
+        metadata.create_all(engine)
+
+    # -- position ------------------------------------------------------------------------
+
+    def position(self) -> int:
+        """The last position the broker acknowledged."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(relay_tracking.c.position).where(relay_tracking.c.name == self.name)).scalar() or 0
+
+    def _record(self, position: int) -> None:
+        stmt = pg_insert(relay_tracking).values(name=self.name, position=position, updated_at=datetime.now(UTC))
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"position": position, "updated_at": stmt.excluded.updated_at}))
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def _get_producer(self) -> Any:
+        if self._producer is None:
+            self._producer = make_producer(self.bootstrap)
+        return self._producer
+
+    def _reset_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - closing a broken producer must not raise
+                log.debug("closing producer failed", exc_info=True)
+            self._producer = None
+
+    def run_once(self) -> int:
+        """Publish one batch after the tracked position; returns how many events.
+
+        Raises:
+            KafkaError: the broker did not acknowledge (nothing is recorded; the batch is
+            published again next time).
+        """
+        start = self.position()
+        notifications = self.source.select_notifications(start, self.batch_size, inclusive_of_start=False)
+        if not notifications:
+            return 0
+        producer = self._get_producer()
+        futures = []
+        for n in notifications:
+            event = self.decode(n)
+            envelope = to_envelope(event, n.id)
+            key = envelope["aggregate_id"]
+            futures.append(producer.send(events_topic(self.prefix), key=key, value=envelope))
+            if isinstance(event, JobSubmitted):
+                msg = work_message(key, event.type, event.originator_version, n.id, event.priority)
+                futures.append(producer.send(work_topic(self.prefix, event.type), key=key, value=msg))
+        producer.flush(timeout=15)
+        for f in futures:
+            f.get(timeout=15)  # raises if the broker refused
+        self._record(notifications[-1].id)
+        self.published += len(notifications)
+        return len(notifications)
+
+    def reconcile(self) -> int:
+        """Publish work again for jobs pending longer than ``requeue_after_s``; returns how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.requeue_after_s)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(rm.jobs.c.id, rm.jobs.c.type, rm.jobs.c.version, rm.jobs.c.position, rm.jobs.c.priority)
+                .where(rm.jobs.c.status == "pending", rm.jobs.c.updated_at < cutoff, rm.jobs.c.archived.is_(False))
+                .limit(1000)
+            ).all()
+        if not rows:
+            return 0
+        producer = self._get_producer()
+        futures = [producer.send(work_topic(self.prefix, r.type), key=r.id,
+                                 value=work_message(r.id, r.type, r.version, r.position, r.priority)) for r in rows]
+        producer.flush(timeout=15)
+        for f in futures:
+            f.get(timeout=15)
+        log.info("reconciler published work again for %d pending jobs", len(rows))
+        return len(rows)
+
+    def run_forever(self) -> None:
+        """Relay until :meth:`stop`, backing off and reconnecting on broker errors."""
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+                if time.monotonic() - self._last_reconcile > self.reconcile_interval_s:
+                    self._last_reconcile = time.monotonic()
+                    self.reconcile()
+                backoff = 0.2
+                if n == self.batch_size:
+                    continue
+            except KafkaError as exc:
+                log.warning("broker unavailable (%s); retrying in %.1f s", exc, backoff)
+                self._reset_producer()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception:
+                log.exception("relay failed; retrying")
+                self._reset_producer()
+                self._stop.wait(1.0)
+                continue
+            if self.waiter is not None:
+                self.waiter.wait(self.poll_interval_s)
+            else:
+                self._stop.wait(self.poll_interval_s)
+        self._reset_producer()
+
+    def stop(self) -> None:
+        """Ask :meth:`run_forever` to return after its current batch."""
+        self._stop.set()

@@ -1,0 +1,68 @@
+"""Each role of the system, built from a :class:`~infra.bootstrap.System`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+from fastapi import FastAPI
+
+from api.app import create_app
+from api.auth import TokenIssuer
+from api.deps import Services
+from commands.context import SYSTEM, Context
+from commands.errors import Conflict
+from commands.messages import CreateUser
+from infra.bootstrap import System, secret_key
+from infra.relay import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+
+def api_app(system: System) -> FastAPI:
+    """The FastAPI app of ``system``."""
+    s = system.settings
+    tokens = TokenIssuer(secret_key(s), s.access_token_ttl_s, s.refresh_token_ttl_s)
+    services = Services(system.platform, system.engine, system.blobs, tokens, read_wait_s=s.read_wait_s,
+                        max_upload_bytes=s.max_upload_bytes, catalog=system.catalog)
+    return create_app(services, cors_origins=s.cors_origin_list)
+
+
+def relay(system: System) -> OutboxRelay:
+    """The outbox relay of ``system``. Raises RuntimeError without a broker address."""
+    s = system.settings
+    if not s.kafka_bootstrap_servers:
+        raise RuntimeError("no broker: set AIORCH_KAFKA_BOOTSTRAP_SERVERS, or start the system with `aiorch up`")
+    return OutboxRelay(system.engine, system.platform.recorder, system.platform.mapper.to_domain_event,
+                       s.kafka_bootstrap_servers, prefix=s.topic_prefix, waiter=system.store_waiter(),
+                       poll_interval_s=max(s.poll_interval_s * 10, 0.2), requeue_after_s=s.requeue_after_s,
+                       reconcile_interval_s=s.reconcile_interval_s)
+
+
+def processor_id() -> str:
+    """``<host>-<pid>-<random>``: unique per processor process."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def create_user(system: System, username: str, password: str, role: str, email: str | None = None) -> str:
+    """Create a user from outside the API (CLI, bootstrap). Returns the user id."""
+    user_id, _ = system.platform.create_user(CreateUser(username, password, role, email),
+                                             Context(SYSTEM, f"cli-{uuid.uuid4()}"))
+    return str(user_id)
+
+
+def bootstrap_admin(system: System) -> None:
+    """Create ``AIORCH_BOOTSTRAP_ADMIN=name:password`` if the store has no users yet."""
+    spec = system.settings.bootstrap_admin
+    if not spec or ":" not in spec:
+        return
+    name, password = spec.split(":", 1)
+    if system.platform.user_exists(name):
+        return
+    try:
+        create_user(system, name, password, "admin")
+        log.info("created bootstrap admin %s", name)
+    except Conflict:
+        pass

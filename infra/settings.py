@@ -1,0 +1,84 @@
+"""Deployment settings, read from the environment (prefix ``AIORCH_``).
+
+Settings are built by :func:`load_settings`, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The data folder used when ``AIORCH_DATA_DIR`` is unset.
+
+    As root, ``/var/lib/aiorch`` (the embedded PostgreSQL opens read access on every parent
+    folder of its data folder, so it must stay out of ``/root``); otherwise the user's data
+    folder, e.g. ``~/.local/share/aiorch``.
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/aiorch")
+    return Path(platformdirs.user_data_dir("aiorch"))
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. Durations are seconds, sizes bytes."""
+
+    model_config = SettingsConfigDict(env_prefix="AIORCH_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    secret_key: str | None = None
+    encryption_key: str | None = None
+    model_dir: Path | None = None
+    blob_dir: Path | None = None
+    lease_s: float = 60.0
+    heartbeat_s: float = 10.0
+    read_wait_s: float = 5.0
+    cors_origins: str = ""
+    bootstrap_admin: str | None = None
+    environment: str = "development"
+
+    # Tuning knobs (internal, but configurable so that tests run in seconds).
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 7 * 24 * 3600
+    topic_prefix: str = "aiorch"
+    consumer_group: str = "aiorch-processors"
+    poll_interval_s: float = 0.05
+    progress_interval_s: float = 1.0
+    log_batch_s: float = 1.0
+    cancel_check_s: float = 0.5
+    requeue_after_s: float = 30.0
+    reconcile_interval_s: float = 10.0
+    max_upload_bytes: int = 512 * 1024 * 1024
+    db_pool_size: int = 10
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        """Where engine models are kept: ``AIORCH_MODEL_DIR`` or ``<data_dir>/models``."""
+        return self.model_dir or self.data_dir / "models"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        """Where uploaded and result files are kept: ``AIORCH_BLOB_DIR`` or ``<data_dir>/blobs``."""
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def runtime_file(self) -> Path:
+        """``<data_dir>/runtime.json``, written by ``aiorch up``."""
+        return self.data_dir / "runtime.json"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``AIORCH_CORS_ORIGINS`` split on commas, blanks dropped."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; ``overrides`` win over the environment."""
+    return Settings(**overrides)  # type: ignore[arg-type]
