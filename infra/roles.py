@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import uuid
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -66,3 +67,42 @@ def bootstrap_admin(system: System) -> None:
         log.info("created bootstrap admin %s", name)
     except Conflict:
         pass
+
+
+def processor(system: System, types: list[str], *, processor_id_: str | None = None) -> Any:
+    """A processor of ``system`` serving job ``types`` (engines built, not yet loaded).
+
+    Raises RuntimeError without a broker address; ValueError for a type without an engine.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import func, select
+
+    from infra.kafka import make_consumer, work_topic
+    from processors.engines import build_engines
+    from processors.run import RunTuning
+    from processors.worker import Processor
+    from projections import tables as t
+
+    s = system.settings
+    if not s.kafka_bootstrap_servers:
+        raise RuntimeError("no broker: set AIORCH_KAFKA_BOOTSTRAP_SERVERS, or start the system with `aiorch up`")
+    bootstrap = s.kafka_bootstrap_servers
+    topics = [work_topic(s.topic_prefix, ty) for ty in types]
+    engines = build_engines(types, s.resolved_model_dir)
+
+    def store_result(path: Any, key: str) -> dict[str, Any]:
+        return system.blobs.put_file(path, key).describe()
+
+    def stale_probe(job_types: list[str]) -> int:
+        cutoff = datetime.now(UTC) - timedelta(seconds=s.requeue_after_s)
+        with system.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.jobs).where(
+                t.jobs.c.status == "pending", t.jobs.c.type.in_(job_types), t.jobs.c.updated_at < cutoff)).scalar_one())
+
+    return Processor(
+        system.platform, engines, lambda: make_consumer(bootstrap, s.consumer_group, topics),
+        system.blobs.path, store_result, processor_id=processor_id_ or processor_id(),
+        tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s),
+        stale_probe=stale_probe, stale_check_s=max(s.requeue_after_s, 1.0),
+    )

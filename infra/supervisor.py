@@ -1,0 +1,130 @@
+"""``aiorch up``: embedded services when none are configured, then every role in its own
+child process, restarted with backoff when it dies, stopped gracefully on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from infra.bootstrap import bootstrap
+from infra.embedded import start_broker, start_postgres, stop_postgres, wait_for_port
+from infra.roles import bootstrap_admin
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_database(server_url: str, name: str = "aiorch") -> str:
+    """Create database ``name`` on the server of ``server_url`` if absent; return its URL."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@dataclass
+class Child:
+    """One supervised role process."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, env=env)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %s)", self.name, self.proc.pid)
+
+
+def run_system(settings: Settings, *, host: str, port: int, processors: int, types: str) -> int:
+    """Run the whole system until SIGTERM/SIGINT; returns the exit code."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    broker_proc = None
+    pgdata = settings.data_dir / "pg"
+    if not settings.database_url:
+        log.info("no AIORCH_DATABASE_URL: starting embedded PostgreSQL in %s", pgdata)
+        _server, server_url = start_postgres(pgdata)
+        settings = settings.model_copy(update={"database_url": ensure_database(server_url)})
+    if not settings.kafka_bootstrap_servers:
+        log.info("no AIORCH_KAFKA_BOOTSTRAP_SERVERS: starting the embedded broker (Tansu)")
+        broker_proc, bootstrap_servers = start_broker(log_file=settings.data_dir / "broker.log")
+        settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap_servers})
+    assert settings.database_url and settings.kafka_bootstrap_servers
+    env["AIORCH_DATABASE_URL"] = settings.database_url
+    env["AIORCH_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    env["AIORCH_DATA_DIR"] = str(settings.data_dir)
+
+    system = bootstrap(settings)  # creates tables once, before the roles race for them
+    bootstrap_admin(system)
+    from infra.bootstrap import secret_key
+
+    secret_key(settings)  # generate it once, before several children read it
+    system.close()
+
+    api_url = f"http://{host}:{port}"
+    settings.runtime_file.write_text(json.dumps({
+        "database_url": settings.database_url, "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
+        "api_url": api_url, "pid": os.getpid()}, indent=2))
+
+    cli = [sys.executable, "-m", "infra.cli"]
+    children = [Child("api", [*cli, "api", "--host", host, "--port", str(port)]),
+                Child("relay", [*cli, "relay"]), Child("projector", [*cli, "projector"])]
+    children += [Child(f"processor-{i + 1}", [*cli, "process", "--types", types]) for i in range(processors)]
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping every role", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for child in children:
+        child.start(env)
+    try:
+        wait_for_port(host if host != "0.0.0.0" else "127.0.0.1", port, timeout=60)
+        log.info("aiorch is up: API at %s (docs at %s/docs)", api_url, api_url)
+    except TimeoutError:
+        log.error("the API did not start listening on %s", api_url)
+    while not stopping.wait(0.5):
+        for child in children:
+            if child.proc is not None and child.proc.poll() is not None:
+                backoff = min(2 ** child.restarts, 30) if time.monotonic() - child.started_at < 30 else 1
+                log.warning("%s exited with %s; restarting in %s s", child.name, child.proc.returncode, backoff)
+                child.restarts += 1
+                if stopping.wait(backoff):
+                    break
+                child.start(env)
+    for child in children:
+        if child.proc and child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children:
+        if child.proc:
+            try:
+                child.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+    if broker_proc is not None:
+        broker_proc.terminate()
+        broker_proc.wait(5)
+    if not os.environ.get("AIORCH_DATABASE_URL"):
+        stop_postgres(pgdata)
+    settings.runtime_file.unlink(missing_ok=True)
+    return 0

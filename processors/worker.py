@@ -1,0 +1,157 @@
+"""The processor: a Kafka consumer-group member that claims pending jobs of its types,
+runs their engines beside the poll loop, and reports through commands.
+
+Kafka delivers at least once, so a work message is only a hint: the processor loads the
+job from the store and claims it with ``StartJob`` at the version it saw (one claimer
+wins, ARCHITECTURE.md invariant 3). Offsets are committed after the message is handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from commands.context import Actor, Context
+from commands.errors import ClaimLost, NotFound
+from commands.job import PENDING
+from commands.messages import StartJob
+from commands.service import Platform
+from processors.engines.base import Engine
+from processors.run import JobRun, RunTuning
+
+log = logging.getLogger(__name__)
+
+
+class Processor:
+    """Serves job ``types`` with ``engines``, one job at a time.
+
+    Args:
+        platform: the write side (loads and claims jobs, receives reports).
+        engines: ``{type: engine}``; engines are loaded at :meth:`run_forever` start.
+        consumer_factory: builds a subscribed Kafka consumer (recreated after broker errors).
+        blob_path: local path of an input blob key.
+        store_result: copies a result file into blob storage, returns its description.
+        processor_id: unique id of this processor (the claim's owner).
+        stale_probe: ``stale_probe(types)`` counts jobs of ``types`` pending longer than the
+            requeue threshold (read model); while idle with stale work, the consumer is
+            recreated, since a consumer of a restarted broker may hear nothing more.
+    """
+
+    def __init__(self, platform: Platform, engines: dict[str, Engine], consumer_factory: Callable[[], Any],
+                 blob_path: Callable[[str], Path], store_result: Callable[[Path, str], dict[str, Any]], *,
+                 processor_id: str, tuning: RunTuning | None = None,
+                 stale_probe: Callable[[list[str]], int] | None = None, stale_check_s: float = 10.0) -> None:
+        self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
+        self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
+        self.tuning = tuning or RunTuning()
+        self.stale_probe, self.stale_check_s = stale_probe, stale_check_s
+        self.actor = Actor(id=processor_id, username=None, role="processor")
+        self._stop = threading.Event()
+        self._consumer: Any = None
+        self.completed: list[str] = []  # job ids finished here, newest last (for tests/metrics)
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Load engines, then consume and run jobs until :meth:`stop`."""
+        for engine in self.engines.values():
+            engine.load()
+        last_message = last_stale_check = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                consumer = self._get_consumer()
+                batches = consumer.poll(timeout_ms=500, max_records=1)
+                if batches:
+                    last_message = time.monotonic()
+                for tp, records in batches.items():
+                    for record in records:
+                        self.handle(record.value, consumer)
+                        consumer.commit()
+                now = time.monotonic()
+                if not batches and self.stale_probe and now - last_stale_check > self.stale_check_s:
+                    last_stale_check = now
+                    if now - last_message > self.stale_check_s and self.stale_probe(list(self.engines)):
+                        log.warning("stale pending work and a silent consumer: reconnecting to the broker")
+                        self._reset_consumer()
+            except Exception:
+                log.exception("processor %s: consumer error; reconnecting", self.processor_id)
+                self._reset_consumer()
+                self._stop.wait(1.0)
+        self._reset_consumer()
+        for engine in self.engines.values():
+            engine.close()
+
+    def stop(self) -> None:
+        """Ask the loop to return after the current job."""
+        self._stop.set()
+
+    def _get_consumer(self) -> Any:
+        if self._consumer is None:
+            self._consumer = self.consumer_factory()
+        return self._consumer
+
+    def _reset_consumer(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # noqa: BLE001
+                log.debug("closing consumer failed", exc_info=True)
+            self._consumer = None
+
+    # -- one message ----------------------------------------------------------------------------
+
+    def handle(self, message: dict[str, Any], consumer: Any = None) -> str | None:
+        """Claim and run the job of a work message; returns its final status, or None when
+        the message was stale (job unknown, not pending, or claimed by someone else)."""
+        job_type = message.get("type")
+        engine = self.engines.get(str(job_type))
+        if engine is None:
+            return None
+        job_id = UUID(str(message["job_id"]))
+        try:
+            job = self.platform.get_job(job_id)
+        except NotFound:
+            return None
+        if job.status != PENDING:
+            return None
+        ctx = Context(self.actor, f"run-{job_id}-{job.attempt + 1}")
+        try:
+            self.platform.start_job(StartJob(job_id, job.version, self.processor_id), ctx)
+        except ClaimLost:
+            return None
+        job = self.platform.get_job(job_id)
+        run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, self.tuning)
+        status = self._run_beside_poll(run, consumer)
+        self.completed.append(str(job_id))
+        log.info("job %s (%s) %s on %s", job_id, job_type, status, self.processor_id)
+        return status
+
+    def _run_beside_poll(self, run: JobRun, consumer: Any) -> str:
+        """Run the job in a thread while the consumer keeps polling with its partitions
+        paused, so long work never blocks group membership."""
+        outcome: list[str] = []
+        thread = threading.Thread(target=lambda: outcome.append(run.execute()), name=f"job-{run.job_id}", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            if consumer is None:
+                thread.join(0.2)
+                continue
+            try:
+                consumer.pause(*consumer.assignment())
+                for tp, records in consumer.poll(timeout_ms=200).items():
+                    if records:  # arrived from a partition assigned meanwhile: deliver later
+                        consumer.seek(tp, records[0].offset)
+            except Exception:  # noqa: BLE001 - the job goes on; the loop reconnects later
+                log.debug("polling while busy failed", exc_info=True)
+                thread.join(0.2)
+        if consumer is not None:
+            try:
+                consumer.resume(*consumer.paused())
+            except Exception:  # noqa: BLE001
+                log.debug("resume failed", exc_info=True)
+        return outcome[0] if outcome else "failed"
