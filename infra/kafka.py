@@ -10,6 +10,28 @@ import json
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.serializer import Deserializer, Serializer
+
+
+class JsonSerializer(Serializer):  # type: ignore[misc]
+    """Compact JSON, UTF-8."""
+
+    def serialize(self, topic: str, value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+class JsonDeserializer(Deserializer):  # type: ignore[misc]
+    """UTF-8 JSON."""
+
+    def deserialize(self, topic: str, data: bytes) -> Any:
+        return json.loads(data.decode())
+
+
+class KeySerializer(Serializer):  # type: ignore[misc]
+    """A str key as UTF-8 (None stays None)."""
+
+    def serialize(self, topic: str, value: Any) -> bytes | None:
+        return value.encode() if value is not None else None
 
 
 def events_topic(prefix: str) -> str:
@@ -32,8 +54,8 @@ def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "retries": 5,
         "request_timeout_ms": 10_000,
         "max_block_ms": 10_000,
-        "key_serializer": lambda k: k.encode() if k is not None else None,
-        "value_serializer": lambda v: json.dumps(v, separators=(",", ":")).encode(),
+        "key_serializer": KeySerializer(),
+        "value_serializer": JsonSerializer(),
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -57,7 +79,7 @@ def make_consumer(bootstrap: str, group: str, topics: list[str], **overrides: An
         "fetch_max_wait_ms": 10,
         "max_poll_records": 1,
         "request_timeout_ms": 10_000,
-        "value_deserializer": lambda v: json.loads(v.decode()),
+        "value_deserializer": JsonDeserializer(),
     }
     config.update(overrides)
     consumer = KafkaConsumer(**config)

@@ -54,6 +54,7 @@ class Processor:
         self._stop = threading.Event()
         self._consumer: Any = None
         self.completed: list[str] = []  # job ids finished here, newest last (for tests/metrics)
+        self.close_engines = True  # False when the engines are shared (tests)
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -83,8 +84,9 @@ class Processor:
                 self._reset_consumer()
                 self._stop.wait(1.0)
         self._reset_consumer()
-        for engine in self.engines.values():
-            engine.close()
+        if self.close_engines:
+            for engine in self.engines.values():
+                engine.close()
 
     def stop(self) -> None:
         """Ask the loop to return after the current job."""
