@@ -78,6 +78,8 @@ def make_consumer(bootstrap: str, group: str, topics: list[str], **overrides: An
         "max_poll_interval_ms": 600_000,
         "fetch_max_wait_ms": 10,
         "max_poll_records": 1,
+        # Notice topics created after subscribing (a broker restarted empty) quickly.
+        "metadata_max_age_ms": 5000,
         "request_timeout_ms": 10_000,
         "value_deserializer": JsonDeserializer(),
     }

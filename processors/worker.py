@@ -65,6 +65,8 @@ class Processor:
         last_message = last_stale_check = time.monotonic()
         while not self._stop.is_set():
             try:
+                if self._consumer is None:
+                    last_message = time.monotonic()  # a new consumer gets time to join
                 consumer = self._get_consumer()
                 batches = consumer.poll(timeout_ms=500, max_records=1)
                 if batches:
@@ -76,7 +78,8 @@ class Processor:
                 now = time.monotonic()
                 if not batches and self.stale_probe and now - last_stale_check > self.stale_check_s:
                     last_stale_check = now
-                    if now - last_message > self.stale_check_s and self.stale_probe(list(self.engines)):
+                    silent_for = now - last_message
+                    if silent_for > max(3 * self.stale_check_s, 15.0) and self.stale_probe(list(self.engines)):
                         log.warning("stale pending work and a silent consumer: reconnecting to the broker")
                         self._reset_consumer()
             except Exception:
