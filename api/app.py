@@ -21,9 +21,14 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None) -> 
     app.state.services = services
     app.add_middleware(errors.RequestIdMiddleware)
     if cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_credentials=True,
-                           allow_methods=["*"], allow_headers=["*"],
-                           expose_headers=["Aiorch-Position", "X-Request-ID", "Location"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Aiorch-Position", "X-Request-ID", "Location"],
+        )
     errors.install(app)
     for module in (tokens, projects, jobs, ops):
         app.include_router(module.router)

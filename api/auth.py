@@ -25,8 +25,16 @@ class TokenIssuer:
 
     def _issue(self, user: dict[str, Any], kind: str, ttl: int, extra: dict[str, Any] | None = None) -> str:
         now = int(time.time())
-        claims = {"sub": user["id"], "username": user["username"], "role": user["role"], "type": kind,
-                  "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex, **(extra or {})}
+        claims = {
+            "sub": user["id"],
+            "username": user["username"],
+            "role": user["role"],
+            "type": kind,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            **(extra or {}),
+        }
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def pair(self, user: dict[str, Any]) -> dict[str, str]:
@@ -47,8 +55,9 @@ class TokenIssuer:
             Unauthenticated: expired, tampered, malformed or of another kind.
         """
         try:
-            claims: dict[str, Any] = jwt.decode(token, self.secret, algorithms=[ALGORITHM],
-                                                options={"require": ["exp", "sub", "type"]})
+            claims: dict[str, Any] = jwt.decode(
+                token, self.secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "type"]}
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired") from None
         except jwt.InvalidTokenError:

@@ -31,8 +31,17 @@ class BlobStore(Protocol):
 class Services:
     """The parts the API uses, handed over by the composition root."""
 
-    def __init__(self, platform: Platform, engine: Engine, blobs: BlobStore, tokens: TokenIssuer, *,
-                 read_wait_s: float, max_upload_bytes: int, catalog: Any) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        engine: Engine,
+        blobs: BlobStore,
+        tokens: TokenIssuer,
+        *,
+        read_wait_s: float,
+        max_upload_bytes: int,
+        catalog: Any,
+    ) -> None:
         self.platform, self.engine, self.blobs, self.tokens = platform, engine, blobs, tokens
         self.read_wait_s, self.max_upload_bytes, self.catalog = read_wait_s, max_upload_bytes, catalog
 
@@ -64,8 +73,9 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="an access token from POST /api/token/")
 
 
-def current_user(services: ServicesDep,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> dict[str, Any]:
+def current_user(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> dict[str, Any]:
     """The authenticated user's read-model row. Raises Unauthenticated (401)."""
     if credentials is None:
         raise Unauthenticated("authentication credentials were not provided")
@@ -82,16 +92,17 @@ CurrentUser = Annotated[dict[str, Any], Depends(current_user)]
 
 def command_context(request: Request, user: CurrentUser) -> Context:
     """The actor and correlation id (the request id) of a command sent by this request."""
-    return Context(actor=Actor(id=user["id"], username=user["username"], role=user["role"]),
-                   correlation_id=request_id(request))
+    return Context(actor=Actor(id=user["id"], username=user["username"], role=user["role"]), correlation_id=request_id(request))
 
 
 CommandCtx = Annotated[Context, Depends(command_context)]
 
 
-async def read_position(services: ServicesDep,
-                        min_position: Annotated[int | None, Query(ge=0, description="wait until the read models reach this position")] = None,
-                        aiorch_min_position: Annotated[int | None, Header(ge=0)] = None) -> None:
+async def read_position(
+    services: ServicesDep,
+    min_position: Annotated[int | None, Query(ge=0, description="wait until the read models reach this position")] = None,
+    aiorch_min_position: Annotated[int | None, Header(ge=0)] = None,
+) -> None:
     """Read your writes: wait (≤ ``AIORCH_READ_WAIT_S``) for ``?min_position`` / header.
 
     Raises ServiceUnavailable (503 with Retry-After) when the read models lag behind.

@@ -27,8 +27,16 @@ def request_id(request: Request) -> str:
     return rid if isinstance(rid, str) else str(uuid.uuid4())
 
 
-def problem(request: Request, status: int, title: str, detail: str, *, slug: str | None = None,
-            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """A problem+json response ``{type, title, status, detail, instance[, errors]}``."""
     body: dict[str, Any] = {
         "type": _TYPE_BASE + (slug or title.lower().replace(" ", "-")),
@@ -88,5 +96,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SAOperationalError)
     async def database_down(request: Request, exc: SAOperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc.orig)
-        return problem(request, 503, "Service unavailable", "the database is unavailable; retry shortly",
-                       headers={"Retry-After": "2"})
+        return problem(
+            request, 503, "Service unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "2"}
+        )

@@ -18,14 +18,14 @@ class PageParams(BaseModel):
     page_size: int = 50
 
 
-def page_params(page: Annotated[int, Query(ge=1)] = 1,
-                page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50) -> PageParams:
+def page_params(
+    page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50
+) -> PageParams:
     """The page query parameters."""
     return PageParams(page=page, page_size=page_size)
 
 
-def paginate(request: Request, conn: Connection, stmt: Select[Any], params: PageParams,
-             serialize: Any) -> dict[str, Any]:
+def paginate(request: Request, conn: Connection, stmt: Select[Any], params: PageParams, serialize: Any) -> dict[str, Any]:
     """Run ``stmt`` for one page and wrap it DRF-style with absolute next/previous links."""
     count = conn.execute(select(func.count()).select_from(stmt.order_by(None).subquery())).scalar_one()
     rows = conn.execute(stmt.limit(params.page_size).offset((params.page - 1) * params.page_size)).mappings().all()

@@ -16,37 +16,72 @@ def iso(value: Any) -> Any:
 
 def project_json(row: dict[str, Any]) -> dict[str, Any]:
     """``{id, name, description, owner {id, username}, created_at, updated_at, jobs_count}``."""
-    return {"id": row["id"], "name": row["name"], "description": row["description"],
-            "owner": {"id": row["owner_id"], "username": row["owner_username"]},
-            "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
-            "jobs_count": row["jobs_count"]}
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "owner": {"id": row["owner_id"], "username": row["owner_username"]},
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "jobs_count": row["jobs_count"],
+    }
 
 
 def job_json(row: dict[str, Any]) -> dict[str, Any]:
     """The contract's job shape."""
     job_id = row["id"]
-    files = {field: {"name": f["name"], "size": f["size"], "content_type": f["content_type"],
-                     "sha256": f["sha256"], "url": f"/api/jobs/{job_id}/files/{field}/"}
-             for field, f in (row["input_files"] or {}).items()}
-    return {"id": job_id, "project": row["project_id"], "type": row["type"], "status": row["status"],
-            "progress": row["progress"], "stage": row["stage"], "priority": row["priority"],
-            "attempt": row["attempt"], "parameters": row["parameters"], "agent": row["agent_id"],
-            "input_files": files,
-            "created_by": {"id": row["created_by_id"], "username": row["created_by_username"]},
-            "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
-            "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
-            "error": row["error"], "has_result": row["has_result"], "cancel_requested": row["cancel_requested"]}
+    files = {
+        field: {
+            "name": f["name"],
+            "size": f["size"],
+            "content_type": f["content_type"],
+            "sha256": f["sha256"],
+            "url": f"/api/jobs/{job_id}/files/{field}/",
+        }
+        for field, f in (row["input_files"] or {}).items()
+    }
+    return {
+        "id": job_id,
+        "project": row["project_id"],
+        "type": row["type"],
+        "status": row["status"],
+        "progress": row["progress"],
+        "stage": row["stage"],
+        "priority": row["priority"],
+        "attempt": row["attempt"],
+        "parameters": row["parameters"],
+        "agent": row["agent_id"],
+        "input_files": files,
+        "created_by": {"id": row["created_by_id"], "username": row["created_by_username"]},
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
+        "error": row["error"],
+        "has_result": row["has_result"],
+        "cancel_requested": row["cancel_requested"],
+    }
 
 
 def result_json(row: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
     """The contract's result shape; the first file is the main one."""
     job_id = row["job_id"]
-    files = [{"name": f["name"], "content_type": f["content_type"], "size": f["size"],
-              "url": f"/api/jobs/{job_id}/result/files/{i}/"} for i, f in enumerate(row["files"])]
+    files = [
+        {"name": f["name"], "content_type": f["content_type"], "size": f["size"], "url": f"/api/jobs/{job_id}/result/files/{i}/"}
+        for i, f in enumerate(row["files"])
+    ]
     main = files[0] if files else None
-    return {"id": row["id"], "job": job_id, "result_url": main and main["url"],
-            "result_file": main and main["name"], "result_file_url": main and main["url"],
-            "files": files, "logs": logs, "meta": row["meta"], "finished_at": iso(row["finished_at"])}
+    return {
+        "id": row["id"],
+        "job": job_id,
+        "result_url": main and main["url"],
+        "result_file": main and main["name"],
+        "result_file_url": main and main["url"],
+        "files": files,
+        "logs": logs,
+        "meta": row["meta"],
+        "finished_at": iso(row["finished_at"]),
+    }
 
 
 def log_json(row: dict[str, Any]) -> dict[str, Any]:

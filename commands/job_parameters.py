@@ -117,7 +117,9 @@ def validate_parameters(job_type: str, parameters: dict[str, Any]) -> dict[str, 
             errors=[{"loc": ["body", "type"], "msg": f"must be one of {', '.join(SCHEMAS)}"}],
         )
     if not isinstance(parameters, dict):
-        raise InvalidCommand("parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "must be an object"}])
+        raise InvalidCommand(
+            "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "must be an object"}]
+        )
     try:
         model = schema.model_validate(parameters)
     except ValidationError as exc:

@@ -40,7 +40,7 @@ def _invalid(loc: str, msg: str) -> InvalidCommand:
     return InvalidCommand(msg, errors=[{"loc": ["body", loc], "msg": msg}])
 
 
-class Platform(Application):  # type: ignore[type-arg]
+class Platform(Application):
     """The write side. Its events live in PostgreSQL table ``aiorch_events``.
 
     ``missing_engine(type)`` (set by the composition root) names what a job type's engine
@@ -60,7 +60,11 @@ class Platform(Application):  # type: ignore[type-arg]
         if not ctx.actor.is_admin:
             raise Forbidden("only admins create users")
         username = cmd.username.strip()
-        if not username or len(username) > 150 or not username.replace("_", "").replace("-", "").replace(".", "").replace("@", "").isalnum():
+        if (
+            not username
+            or len(username) > 150
+            or not username.replace("_", "").replace("-", "").replace(".", "").replace("@", "").isalnum()
+        ):
             raise _invalid("username", "1–150 letters, digits and @.-_")
         if cmd.role not in ROLES:
             raise _invalid("role", f"must be one of {', '.join(ROLES)}")
@@ -163,9 +167,11 @@ class Platform(Application):  # type: ignore[type-arg]
 
     def update_progress(self, cmd: UpdateProgress, ctx: Context) -> Position:
         """Record progress (and log lines) of a running job. Raises Conflict, NotFound."""
+
         def change(job: Job) -> None:
             job.report_progress(cmd.progress, cmd.stage)
             job.append_logs(cmd.logs)
+
         return self._change_job(cmd.job_id, ctx, change, admin_only=True)
 
     def append_logs(self, cmd: AppendLogs, ctx: Context) -> Position:
@@ -175,10 +181,12 @@ class Platform(Application):  # type: ignore[type-arg]
     def complete_job(self, cmd: CompleteJob, ctx: Context) -> Position:
         """Complete a running job with its result. Raises Conflict (not running, or the
         claim belongs to another processor)."""
+
         def change(job: Job) -> None:
             if cmd.processor_id is not None and job.processor_id != cmd.processor_id:
                 raise Conflict(f"job {job.id} is claimed by {job.processor_id}, not {cmd.processor_id}")
             job.complete(cmd.result)
+
         return self._change_job(cmd.job_id, ctx, change, admin_only=True)
 
     def fail_job(self, cmd: FailJob, ctx: Context) -> Position:
@@ -235,7 +243,7 @@ class Platform(Application):  # type: ignore[type-arg]
 
     def _get(self, cls: type[Any], aggregate_id: UUID) -> Any:
         try:
-            agg = self.repository.get(aggregate_id)
+            agg: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return agg if isinstance(agg, cls) else None
@@ -246,4 +254,3 @@ class Platform(Application):  # type: ignore[type-arg]
         except IntegrityError as exc:
             raise Conflict("the aggregate was changed concurrently; reload and retry") from exc
         return recordings[-1].notification.id if recordings else 0
-

@@ -23,7 +23,7 @@ class User(PlatformAggregate):
     UserCreated = UserCreated
 
     @staticmethod
-    def create_id(username: str) -> uuid.UUID:  # type: ignore[override]
+    def create_id(username: str) -> uuid.UUID:
         """Deterministic id: a second user with the same name conflicts in the store."""
         return user_id_for(username)
 

@@ -9,9 +9,7 @@ from typing import Any
 from events.base import DomainEvent
 
 _NAMESPACE = uuid.UUID("5c0f7a39-2f1e-4a53-9a55-0e0b3c1a7e11")
-_HEADER_FIELDS = frozenset(
-    {"originator_id", "originator_version", "timestamp", "originator_topic", "actor", "correlation_id"}
-)
+_HEADER_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic", "actor", "correlation_id"})
 
 
 def event_type(event: object) -> str:

@@ -3,6 +3,7 @@ type, result files copied in, stored names never escaping the root."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -30,8 +31,7 @@ class StoredBlob:
 
     def describe(self) -> dict[str, object]:
         """``{blob, name, size, content_type, sha256}`` as recorded in events."""
-        return {"blob": self.key, "name": self.name, "size": self.size,
-                "content_type": self.content_type, "sha256": self.sha256}
+        return {"blob": self.key, "name": self.name, "size": self.size, "content_type": self.content_type, "sha256": self.sha256}
 
 
 def sniff(head: bytes, fallback: str = "application/octet-stream") -> str:
@@ -100,14 +100,14 @@ class LocalBlobStore:
             digest.update(head)
             for chunk in iter(lambda: f.read(CHUNK), b""):
                 digest.update(chunk)
-        ctype = content_type or sniff(head, "text/plain" if source.suffix in (".txt", ".srt", ".vtt") else "application/octet-stream")
+        ctype = content_type or sniff(
+            head, "text/plain" if source.suffix in (".txt", ".srt", ".vtt") else "application/octet-stream"
+        )
         return StoredBlob(key, target.name, target.stat().st_size, digest.hexdigest(), ctype)
 
     def delete(self, key: str) -> None:
         """Remove a blob (and its now-empty folder) if present."""
         p = self.path(key)
         p.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):
             p.parent.rmdir()
-        except OSError:
-            pass

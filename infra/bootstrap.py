@@ -75,11 +75,21 @@ def engine_catalog(model_dir: Path) -> list[dict[str, Any]]:
         log.info("engines unavailable: %s", exc)
     out = []
     for job_type in JOB_TYPES:
-        out.append(described.get(job_type) or {
-            "type": job_type, "engine": None, "available": False,
-            "missing": [f"no engine for {job_type} is installed (pip install 'aiorch[engines]')"
-                        if job_type in ("stt", "tts") else f"the {job_type} engine is not built yet"],
-            "languages": [], "voices": []})
+        out.append(
+            described.get(job_type)
+            or {
+                "type": job_type,
+                "engine": None,
+                "available": False,
+                "missing": [
+                    f"no engine for {job_type} is installed (pip install 'aiorch[engines]')"
+                    if job_type in ("stt", "tts")
+                    else f"the {job_type} engine is not built yet"
+                ],
+                "languages": [],
+                "voices": [],
+            }
+        )
     return out
 
 
@@ -109,8 +119,13 @@ class System:
 
     def projector(self) -> Projector:
         """A projector of the read models following this store."""
-        return Projector(self.engine, self.platform.recorder, self.platform.mapper.to_domain_event,
-                         self.store_waiter(), poll_interval_s=max(self.settings.poll_interval_s, 0.05) * 10)
+        return Projector(
+            self.engine,
+            self.platform.recorder,
+            self.platform.mapper.to_domain_event,
+            self.store_waiter(),
+            poll_interval_s=max(self.settings.poll_interval_s, 0.05) * 10,
+        )
 
     def store_waiter(self) -> StoreWaiter:
         """A waiter on the store's append notifications."""

@@ -12,8 +12,7 @@ import typer
 from infra.bootstrap import bootstrap
 from infra.settings import load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="aiorch: event-sourced orchestration of AI media jobs.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="aiorch: event-sourced orchestration of AI media jobs.")
 users_app = typer.Typer(no_args_is_help=True, help="Manage users (there is no signup).")
 app.add_typer(users_app, name="users")
 
@@ -27,18 +26,22 @@ def _logging(level: str = "INFO") -> None:
 
 def _stop_on_signals(stop: Any) -> None:
     """Call ``stop()`` on SIGTERM and SIGINT (graceful shutdown)."""
+
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping", signum)
         stop()
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
 
 @app.command()
-def up(host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
-       port: Annotated[int, typer.Option(help="API port")] = 8000,
-       processors: Annotated[int, typer.Option(help="processor processes")] = 1,
-       types: Annotated[str, typer.Option(help="job types the processors serve")] = "stt,tts") -> None:
+def up(
+    host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    processors: Annotated[int, typer.Option(help="processor processes")] = 1,
+    types: Annotated[str, typer.Option(help="job types the processors serve")] = "stt,tts",
+) -> None:
     """Run every role (API, relay, projector, processors), each in its own supervised
     child process. Without AIORCH_DATABASE_URL / AIORCH_KAFKA_BOOTSTRAP_SERVERS it starts an
     embedded PostgreSQL and an embedded Kafka-compatible broker under AIORCH_DATA_DIR."""
@@ -93,15 +96,21 @@ def process(types: Annotated[str, typer.Option(help="comma-separated job types")
 
 
 @users_app.command("create")
-def users_create(name: str,
-                 role: Annotated[str, typer.Option(help="admin, editor or viewer")] = "editor",
-                 email: Annotated[str | None, typer.Option()] = None,
-                 password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from standard input")] = False) -> None:
+def users_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="admin, editor or viewer")] = "editor",
+    email: Annotated[str | None, typer.Option()] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from standard input")] = False,
+) -> None:
     """Create a user. The password comes from standard input (--password-stdin) or a prompt."""
     from commands.errors import DomainError
     from infra.roles import create_user
 
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if password_stdin
+        else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    )
     system = bootstrap(load_settings())
     try:
         user_id = create_user(system, name, password, role, email)

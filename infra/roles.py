@@ -26,8 +26,15 @@ def api_app(system: System) -> FastAPI:
     """The FastAPI app of ``system``."""
     s = system.settings
     tokens = TokenIssuer(secret_key(s), s.access_token_ttl_s, s.refresh_token_ttl_s)
-    services = Services(system.platform, system.engine, system.blobs, tokens, read_wait_s=s.read_wait_s,
-                        max_upload_bytes=s.max_upload_bytes, catalog=system.catalog)
+    services = Services(
+        system.platform,
+        system.engine,
+        system.blobs,
+        tokens,
+        read_wait_s=s.read_wait_s,
+        max_upload_bytes=s.max_upload_bytes,
+        catalog=system.catalog,
+    )
     return create_app(services, cors_origins=s.cors_origin_list)
 
 
@@ -36,10 +43,17 @@ def relay(system: System) -> OutboxRelay:
     s = system.settings
     if not s.kafka_bootstrap_servers:
         raise RuntimeError("no broker: set AIORCH_KAFKA_BOOTSTRAP_SERVERS, or start the system with `aiorch up`")
-    return OutboxRelay(system.engine, system.platform.recorder, system.platform.mapper.to_domain_event,
-                       s.kafka_bootstrap_servers, prefix=s.topic_prefix, waiter=system.store_waiter(),
-                       poll_interval_s=max(s.poll_interval_s * 10, 0.2), requeue_after_s=s.requeue_after_s,
-                       reconcile_interval_s=s.reconcile_interval_s)
+    return OutboxRelay(
+        system.engine,
+        system.platform.recorder,
+        system.platform.mapper.to_domain_event,
+        s.kafka_bootstrap_servers,
+        prefix=s.topic_prefix,
+        waiter=system.store_waiter(),
+        poll_interval_s=max(s.poll_interval_s * 10, 0.2),
+        requeue_after_s=s.requeue_after_s,
+        reconcile_interval_s=s.reconcile_interval_s,
+    )
 
 
 def processor_id() -> str:
@@ -49,8 +63,7 @@ def processor_id() -> str:
 
 def create_user(system: System, username: str, password: str, role: str, email: str | None = None) -> str:
     """Create a user from outside the API (CLI, bootstrap). Returns the user id."""
-    user_id, _ = system.platform.create_user(CreateUser(username, password, role, email),
-                                             Context(SYSTEM, f"cli-{uuid.uuid4()}"))
+    user_id, _ = system.platform.create_user(CreateUser(username, password, role, email), Context(SYSTEM, f"cli-{uuid.uuid4()}"))
     return str(user_id)
 
 
@@ -97,12 +110,22 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
     def stale_probe(job_types: list[str]) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=s.requeue_after_s)
         with system.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(t.jobs).where(
-                t.jobs.c.status == "pending", t.jobs.c.type.in_(job_types), t.jobs.c.updated_at < cutoff)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(t.jobs)
+                    .where(t.jobs.c.status == "pending", t.jobs.c.type.in_(job_types), t.jobs.c.updated_at < cutoff)
+                ).scalar_one()
+            )
 
     return Processor(
-        system.platform, engines, lambda: make_consumer(bootstrap, s.consumer_group, topics),
-        system.blobs.path, store_result, processor_id=processor_id_ or processor_id(),
+        system.platform,
+        engines,
+        lambda: make_consumer(bootstrap, s.consumer_group, topics),
+        system.blobs.path,
+        store_result,
+        processor_id=processor_id_ or processor_id(),
         tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s),
-        stale_probe=stale_probe, stale_check_s=max(s.requeue_after_s, 1.0),
+        stale_probe=stale_probe,
+        stale_check_s=max(s.requeue_after_s, 1.0),
     )

@@ -78,13 +78,24 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
     system.close()
 
     api_url = f"http://{host}:{port}"
-    settings.runtime_file.write_text(json.dumps({
-        "database_url": settings.database_url, "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
-        "api_url": api_url, "pid": os.getpid()}, indent=2))
+    settings.runtime_file.write_text(
+        json.dumps(
+            {
+                "database_url": settings.database_url,
+                "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
+                "api_url": api_url,
+                "pid": os.getpid(),
+            },
+            indent=2,
+        )
+    )
 
     cli = [sys.executable, "-m", "infra.cli"]
-    children = [Child("api", [*cli, "api", "--host", host, "--port", str(port)]),
-                Child("relay", [*cli, "relay"]), Child("projector", [*cli, "projector"])]
+    children = [
+        Child("api", [*cli, "api", "--host", host, "--port", str(port)]),
+        Child("relay", [*cli, "relay"]),
+        Child("projector", [*cli, "projector"]),
+    ]
     children += [Child(f"processor-{i + 1}", [*cli, "process", "--types", types]) for i in range(processors)]
 
     stopping = threading.Event()
@@ -105,7 +116,7 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
     while not stopping.wait(0.5):
         for child in children:
             if child.proc is not None and child.proc.poll() is not None:
-                backoff = min(2 ** child.restarts, 30) if time.monotonic() - child.started_at < 30 else 1
+                backoff = min(2**child.restarts, 30) if time.monotonic() - child.started_at < 30 else 1
                 log.warning("%s exited with %s; restarting in %s s", child.name, child.proc.returncode, backoff)
                 child.restarts += 1
                 if stopping.wait(backoff):

@@ -41,9 +41,16 @@ class JobRun:
     change of stage (ARCHITECTURE.md, invariant 8). Log lines are stored in batches.
     """
 
-    def __init__(self, platform: Platform, job: Job, engine: Engine, ctx: Context,
-                 blob_path: Callable[[str], Path], store_result: Callable[[Path, str], dict[str, Any]],
-                 tuning: RunTuning) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        job: Job,
+        engine: Engine,
+        ctx: Context,
+        blob_path: Callable[[str], Path],
+        store_result: Callable[[Path, str], dict[str, Any]],
+        tuning: RunTuning,
+    ) -> None:
         self.platform, self.job, self.engine, self.ctx = platform, job, engine, ctx
         self.blob_path, self.store_result, self.tuning = blob_path, store_result, tuning
         self.job_id: UUID = job.id
@@ -62,7 +69,9 @@ class JobRun:
         now = time.monotonic()
         with self._lock:
             last_progress, last_stage = self._last_progress
-            due = stage != last_stage or (progress != last_progress and now - self._last_progress_at >= self.tuning.progress_interval_s)
+            due = stage != last_stage or (
+                progress != last_progress and now - self._last_progress_at >= self.tuning.progress_interval_s
+            )
             if not due:
                 return
             self._last_progress, self._last_progress_at = (progress, stage), now
@@ -97,7 +106,7 @@ class JobRun:
             try:
                 job = self.platform.get_job(self.job_id)
                 self._stop_requested = job.cancel_requested or job.status != RUNNING
-            except Exception:  # noqa: BLE001 - a failed check must not stop the work
+            except Exception:
                 log.warning("cancel check of job %s failed", self.job_id, exc_info=True)
         return self._stop_requested
 
@@ -111,9 +120,15 @@ class JobRun:
         work_dir = Path(tempfile.mkdtemp(prefix=f"aiorch-{self.job_id}-"))
         try:
             inputs = {field: self.blob_path(f["blob"]) for field, f in self.job.input_files.items()}
-            ectx = EngineContext(job_id=str(self.job_id), parameters=dict(self.job.parameters),
-                                 input_files=inputs, work_dir=work_dir, report=self.report,
-                                 log=self.log, should_stop=self.should_stop)
+            ectx = EngineContext(
+                job_id=str(self.job_id),
+                parameters=dict(self.job.parameters),
+                input_files=inputs,
+                work_dir=work_dir,
+                report=self.report,
+                log=self.log,
+                should_stop=self.should_stop,
+            )
             self.report(0, "started")
             self.log("info", f"{self.engine.name} started on attempt {self.job.attempt}")
             try:
@@ -124,14 +139,14 @@ class JobRun:
                 return "cancelled"
             except EngineError as exc:
                 return self._fail(exc.code, exc.message)
-            except Exception as exc:  # noqa: BLE001 - any engine crash fails the job only
+            except Exception as exc:
                 log.exception("engine %s crashed on job %s", self.engine.name, self.job_id)
                 return self._fail("engine_error", f"{type(exc).__name__}: {exc}")
-            files = [self.store_result(path, f"results/{self.job_id}/{self.job.attempt}/{path.name}")
-                     for path in result.files]
+            files = [self.store_result(path, f"results/{self.job_id}/{self.job.attempt}/{path.name}") for path in result.files]
             self.flush_logs()
-            self._command(self.platform.complete_job,
-                          CompleteJob(self.job_id, {"files": files, "meta": result.meta}, self.ctx.actor.id))
+            self._command(
+                self.platform.complete_job, CompleteJob(self.job_id, {"files": files, "meta": result.meta}, self.ctx.actor.id)
+            )
             return "completed"
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -156,8 +171,13 @@ class JobRun:
             except DomainError:
                 log.exception("job %s: %s refused", self.job_id, type(cmd).__name__)
                 return
-            except Exception:  # noqa: BLE001 - database outage: wait and retry
-                log.warning("job %s: %s failed (attempt %d); retrying", self.job_id, type(cmd).__name__, attempt + 1,
-                            exc_info=attempt == 0)
+            except Exception:
+                log.warning(
+                    "job %s: %s failed (attempt %d); retrying",
+                    self.job_id,
+                    type(cmd).__name__,
+                    attempt + 1,
+                    exc_info=attempt == 0,
+                )
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         log.error("job %s: gave up sending %s", self.job_id, type(cmd).__name__)

@@ -42,10 +42,19 @@ class Processor:
             recreated, since a consumer of a restarted broker may hear nothing more.
     """
 
-    def __init__(self, platform: Platform, engines: dict[str, Engine], consumer_factory: Callable[[], Any],
-                 blob_path: Callable[[str], Path], store_result: Callable[[Path, str], dict[str, Any]], *,
-                 processor_id: str, tuning: RunTuning | None = None,
-                 stale_probe: Callable[[list[str]], int] | None = None, stale_check_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        engines: dict[str, Engine],
+        consumer_factory: Callable[[], Any],
+        blob_path: Callable[[str], Path],
+        store_result: Callable[[Path, str], dict[str, Any]],
+        *,
+        processor_id: str,
+        tuning: RunTuning | None = None,
+        stale_probe: Callable[[list[str]], int] | None = None,
+        stale_check_s: float = 10.0,
+    ) -> None:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
         self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
         self.tuning = tuning or RunTuning()
@@ -71,7 +80,7 @@ class Processor:
                 batches = consumer.poll(timeout_ms=500, max_records=1)
                 if batches:
                     last_message = time.monotonic()
-                for tp, records in batches.items():
+                for _tp, records in batches.items():
                     for record in records:
                         self.handle(record.value, consumer)
                         consumer.commit()
@@ -104,7 +113,7 @@ class Processor:
         if self._consumer is not None:
             try:
                 self._consumer.close(autocommit=False)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("closing consumer failed", exc_info=True)
             self._consumer = None
 
@@ -151,12 +160,12 @@ class Processor:
                 for tp, records in consumer.poll(timeout_ms=200).items():
                     if records:  # arrived from a partition assigned meanwhile: deliver later
                         consumer.seek(tp, records[0].offset)
-            except Exception:  # noqa: BLE001 - the job goes on; the loop reconnects later
+            except Exception:
                 log.debug("polling while busy failed", exc_info=True)
                 thread.join(0.2)
         if consumer is not None:
             try:
                 consumer.resume(*consumer.paused())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("resume failed", exc_info=True)
         return outcome[0] if outcome else "failed"

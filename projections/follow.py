@@ -18,7 +18,15 @@ log = logging.getLogger(__name__)
 class NotificationSource(Protocol):
     """What followers need of eventsourcing's application recorder."""
 
-    def select_notifications(self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *, inclusive_of_start: bool = True) -> Sequence[Any]: ...
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Any]: ...
 
     def max_notification_id(self) -> int | None: ...
 

@@ -42,33 +42,62 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: UserCreated, conn: Connection, position: int) -> None:
-        row = {"id": str(e.originator_id), "username": e.username, "email": e.email, "role": e.role,
-               "is_active": True, "password_hash": e.password_hash, "created_at": e.timestamp,
-               "updated_at": e.timestamp, "position": position}
+        row = {
+            "id": str(e.originator_id),
+            "username": e.username,
+            "email": e.email,
+            "role": e.role,
+            "is_active": True,
+            "password_hash": e.password_hash,
+            "created_at": e.timestamp,
+            "updated_at": e.timestamp,
+            "position": position,
+        }
         conn.execute(pg_insert(t.users).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: ProjectCreated, conn: Connection, position: int) -> None:
         owner = conn.execute(select(t.users.c.username).where(t.users.c.id == e.owner_id)).scalar()
-        row = {"id": str(e.originator_id), "name": e.name, "description": e.description,
-               "owner_id": e.owner_id, "owner_username": owner or e.actor.get("username"),
-               "jobs_count": 0, "archived": False, "created_at": e.timestamp,
-               "updated_at": e.timestamp, "position": position}
+        row = {
+            "id": str(e.originator_id),
+            "name": e.name,
+            "description": e.description,
+            "owner_id": e.owner_id,
+            "owner_username": owner or e.actor.get("username"),
+            "jobs_count": 0,
+            "archived": False,
+            "created_at": e.timestamp,
+            "updated_at": e.timestamp,
+            "position": position,
+        }
         conn.execute(pg_insert(t.projects).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: JobSubmitted, conn: Connection, position: int) -> None:
-        row = {"id": str(e.originator_id), "project_id": e.project_id, "type": e.type,
-               "status": "pending", "progress": 0, "stage": "queued", "priority": e.priority,
-               "attempt": 0, "parameters": e.parameters, "input_files": e.input_files,
-               "created_by_id": e.owner_id, "created_by_username": e.actor.get("username"),
-               "created_at": e.timestamp, "updated_at": e.timestamp, "has_result": False,
-               "cancel_requested": False, "archived": False, "version": e.originator_version,
-               "position": position}
+        row = {
+            "id": str(e.originator_id),
+            "project_id": e.project_id,
+            "type": e.type,
+            "status": "pending",
+            "progress": 0,
+            "stage": "queued",
+            "priority": e.priority,
+            "attempt": 0,
+            "parameters": e.parameters,
+            "input_files": e.input_files,
+            "created_by_id": e.owner_id,
+            "created_by_username": e.actor.get("username"),
+            "created_at": e.timestamp,
+            "updated_at": e.timestamp,
+            "has_result": False,
+            "cancel_requested": False,
+            "archived": False,
+            "version": e.originator_version,
+            "position": position,
+        }
         inserted = conn.execute(pg_insert(t.jobs).values(row).on_conflict_do_nothing().returning(t.jobs.c.id)).first()
         if inserted is not None:
-            conn.execute(update(t.projects).where(t.projects.c.id == e.project_id)
-                         .values(jobs_count=t.projects.c.jobs_count + 1))
+            conn.execute(update(t.projects).where(t.projects.c.id == e.project_id).values(jobs_count=t.projects.c.jobs_count + 1))
 
     def _job(self, conn: Connection, e: DomainEvent, position: int, **values: Any) -> None:
         conn.execute(
@@ -79,8 +108,17 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: JobStarted, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, status="running", stage="started", attempt=e.attempt,
-                  processor_id=e.processor_id, started_at=e.timestamp, cancel_requested=False)
+        self._job(
+            conn,
+            e,
+            position,
+            status="running",
+            stage="started",
+            attempt=e.attempt,
+            processor_id=e.processor_id,
+            started_at=e.timestamp,
+            cancel_requested=False,
+        )
 
     @apply.register
     def _(self, e: JobProgressed, conn: Connection, position: int) -> None:
@@ -89,26 +127,46 @@ class ReadModelProjection:
     @apply.register
     def _(self, e: JobLogsAppended, conn: Connection, position: int) -> None:
         self._job(conn, e, position)
-        rows = [{"job_id": str(e.originator_id), "position": position, "seq": i,
-                 "at": datetime.fromisoformat(line["at"]), "level": line.get("level", "info"),
-                 "message": line["message"]} for i, line in enumerate(e.lines)]
+        rows = [
+            {
+                "job_id": str(e.originator_id),
+                "position": position,
+                "seq": i,
+                "at": datetime.fromisoformat(line["at"]),
+                "level": line.get("level", "info"),
+                "message": line["message"],
+            }
+            for i, line in enumerate(e.lines)
+        ]
         if rows:
             conn.execute(pg_insert(t.job_logs).values(rows).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: JobCompleted, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, status="completed", progress=100, stage="done",
-                  finished_at=e.timestamp, has_result=True)
+        self._job(conn, e, position, status="completed", progress=100, stage="done", finished_at=e.timestamp, has_result=True)
         owner = conn.execute(select(t.jobs.c.created_by_id).where(t.jobs.c.id == str(e.originator_id))).scalar()
-        row = {"id": str(e.originator_id), "job_id": str(e.originator_id), "owner_id": owner or "",
-               "files": e.result.get("files", []), "meta": e.result.get("meta", {}),
-               "finished_at": e.timestamp, "position": position}
+        row = {
+            "id": str(e.originator_id),
+            "job_id": str(e.originator_id),
+            "owner_id": owner or "",
+            "files": e.result.get("files", []),
+            "meta": e.result.get("meta", {}),
+            "finished_at": e.timestamp,
+            "position": position,
+        }
         conn.execute(pg_insert(t.job_results).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: JobFailed, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, status="failed", finished_at=e.timestamp, stage="failed",
-                  error={"code": e.code, "message": e.message})
+        self._job(
+            conn,
+            e,
+            position,
+            status="failed",
+            finished_at=e.timestamp,
+            stage="failed",
+            error={"code": e.code, "message": e.message},
+        )
 
     @apply.register
     def _(self, e: JobCancelRequested, conn: Connection, position: int) -> None:
@@ -116,8 +174,16 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: JobCancelled, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, status="cancelled", finished_at=e.timestamp, stage="cancelled",
-                  cancel_requested=True, error={"code": "cancelled", "message": e.reason})
+        self._job(
+            conn,
+            e,
+            position,
+            status="cancelled",
+            finished_at=e.timestamp,
+            stage="cancelled",
+            cancel_requested=True,
+            error={"code": "cancelled", "message": e.reason},
+        )
 
 
 class Projector:
@@ -131,8 +197,17 @@ class Projector:
         batch_size: events per transaction (default 500).
     """
 
-    def __init__(self, engine: Engine, source: NotificationSource, decode: Any, waiter: StoreWaiter | None = None,
-                 *, batch_size: int = 500, poll_interval_s: float = 0.5, name: str = NAME) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        source: NotificationSource,
+        decode: Any,
+        waiter: StoreWaiter | None = None,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.5,
+        name: str = NAME,
+    ) -> None:
         self.engine, self.source, self.decode, self.waiter = engine, source, decode, waiter
         self.batch_size, self.poll_interval_s, self.name = batch_size, poll_interval_s, name
         self.projection = ReadModelProjection()
@@ -161,7 +236,11 @@ class Projector:
                 self.projection.apply(self.decode(n), conn, n.id)
             last = notifications[-1].id
             stmt = pg_insert(t.tracking).values(name=self.name, position=last, updated_at=datetime.now().astimezone())
-            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"position": last, "updated_at": stmt.excluded.updated_at}))
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name"], set_={"position": last, "updated_at": stmt.excluded.updated_at}
+                )
+            )
         return len(notifications)
 
     def run_forever(self) -> None:

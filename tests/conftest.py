@@ -144,10 +144,20 @@ def settings(database_url: str, broker: Broker, tmp_path: Path, model_dir: Path)
 
     tag = uuid.uuid4().hex[:8]
     return load_settings(
-        database_url=database_url, kafka_bootstrap_servers=broker.bootstrap, data_dir=tmp_path / "data",
-        model_dir=model_dir, topic_prefix=f"t{tag}", consumer_group=f"g{tag}", read_wait_s=5.0,
-        secret_key="test-secret-key-0123456789abcdef0123456789", progress_interval_s=0.2, log_batch_s=0.2,
-        cancel_check_s=0.2, requeue_after_s=2.0, reconcile_interval_s=1.0, poll_interval_s=0.02,
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap,
+        data_dir=tmp_path / "data",
+        model_dir=model_dir,
+        topic_prefix=f"t{tag}",
+        consumer_group=f"g{tag}",
+        read_wait_s=5.0,
+        secret_key="test-secret-key-0123456789abcdef0123456789",
+        progress_interval_s=0.2,
+        log_batch_s=0.2,
+        cancel_check_s=0.2,
+        requeue_after_s=2.0,
+        reconcile_interval_s=1.0,
+        poll_interval_s=0.02,
     )
 
 
@@ -241,12 +251,15 @@ class Client:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.http, name)
 
-    def wait_job(self, job_id: str, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
-                 timeout: float = 60.0) -> dict[str, Any]:
+    def wait_job(
+        self, job_id: str, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"), timeout: float = 60.0
+    ) -> dict[str, Any]:
         """Poll the job until its status is one of ``statuses``."""
+
         def done() -> Any:
             job = self.http.get(f"/api/jobs/{job_id}/").json()
             return job if job.get("status") in statuses else None
+
         return dict(wait_until(done, timeout, 0.1, f"job {job_id} to reach {statuses}"))
 
 
@@ -264,4 +277,4 @@ def platform_up(runner: Runner, system: Any) -> Iterator[dict[str, Any]]:
     wait_until(lambda: projector.position() >= (system.platform.recorder.max_notification_id() or 0))
     clients = {role: Client(base, role, f"{role}-password") for role in users}
     project = clients["editor"].post("/api/projects/", json={"name": "Test project"}).json()
-    yield {"base": base, "users": users, "clients": clients, "project": project["id"], "runner": runner}
+    return {"base": base, "users": users, "clients": clients, "project": project["id"], "runner": runner}

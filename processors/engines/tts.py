@@ -9,6 +9,7 @@ from __future__ import annotations
 # cancellation checkpoint and a progress report between sentences, and the parts are
 # joined into one 16-bit mono ``speech.wav``.
 import collections
+import contextlib
 import functools
 import itertools
 import json
@@ -117,9 +118,7 @@ def espeak_path() -> str | None:
 @functools.lru_cache(maxsize=4)
 def _espeak_languages(binary: str) -> tuple[str, ...]:
     try:
-        listing = subprocess.run(
-            [binary, "--voices"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
+        listing = subprocess.run([binary, "--voices"], capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     codes = []
@@ -275,10 +274,8 @@ class _PiperWorker:
         """Kill the worker at once."""
         if self.alive():
             self.proc.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         self._close_pipes()
 
     def _close_pipes(self) -> None:
@@ -396,10 +393,8 @@ class PiperEngine(Engine):
     def __del__(self) -> None:  # best effort: never leave a worker behind
         worker = getattr(self, "_worker", None)
         if worker is not None:
-            try:
+            with contextlib.suppress(Exception):
                 worker.kill()
-            except Exception:  # noqa: BLE001
-                pass
 
     # -- one job ---------------------------------------------------------------------
 
@@ -501,9 +496,7 @@ class PiperEngine(Engine):
             raise InvalidInput(f"text has {len(text)} characters; the limit is {self.max_chars}")
         return text
 
-    def _piper_sentence(
-        self, sentence: str, out: Path, ctx: EngineContext, restarts_left: int
-    ) -> tuple[_Part | None, int]:
+    def _piper_sentence(self, sentence: str, out: Path, ctx: EngineContext, restarts_left: int) -> tuple[_Part | None, int]:
         """Synthesise one sentence with the worker, restarting it once if it dies."""
         while True:
             with self._lock:
@@ -535,9 +528,7 @@ class PiperEngine(Engine):
                 return None, restarts_left
             return _Part(out, int(answer["sample_rate"])), restarts_left
 
-    def _espeak_sentence(
-        self, binary: str, language: str, sentence: str, out: Path, ctx: EngineContext
-    ) -> _Part | None:
+    def _espeak_sentence(self, binary: str, language: str, sentence: str, out: Path, ctx: EngineContext) -> _Part | None:
         """Synthesise one sentence with ``espeak-ng -v <language> -w out`` (text on stdin)."""
         try:
             proc = subprocess.Popen(
@@ -557,10 +548,8 @@ class PiperEngine(Engine):
                 if time.monotonic() > deadline:
                     raise EngineError("espeak-ng did not finish in time")
                 ctx.check_stop()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=_POLL_SECONDS)
-                except subprocess.TimeoutExpired:
-                    pass
             stderr = proc.stderr.read().decode("utf-8", "replace").strip()
         except BaseException:
             proc.kill()
@@ -586,27 +575,23 @@ class PiperEngine(Engine):
             (number of frames written, sample rate in Hz).
         """
         rate = parts[0].sample_rate
-        silence = b"\x00\x00" * int(round(self.sentence_silence * rate))
+        silence = b"\x00\x00" * round(self.sentence_silence * rate)
         total = 0
-        with atomic_output(target, "wb") as handle:
-            with wave.open(handle, "wb") as out:
-                out.setnchannels(1)
-                out.setsampwidth(2)
-                out.setframerate(rate)
-                for index, part in enumerate(parts):
-                    try:
-                        with wave.open(str(part.path), "rb") as wav:
-                            if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) != (1, 2, rate):
-                                raise EngineError(
-                                    f"sentence audio has format {wav.getparams()}, expected mono 16-bit {rate} Hz"
-                                )
-                            frames = wav.readframes(wav.getnframes())
-                    except (OSError, wave.Error, EOFError) as exc:
-                        raise EngineError(f"cannot read synthesised sentence audio: {exc}") from exc
-                    if index and silence:
-                        out.writeframes(silence)
-                        total += len(silence) // 2
-                    out.writeframes(frames)
-                    total += len(frames) // 2
+        with atomic_output(target, "wb") as handle, wave.open(handle, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            for index, part in enumerate(parts):
+                try:
+                    with wave.open(str(part.path), "rb") as wav:
+                        if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) != (1, 2, rate):
+                            raise EngineError(f"sentence audio has format {wav.getparams()}, expected mono 16-bit {rate} Hz")
+                        frames = wav.readframes(wav.getnframes())
+                except (OSError, wave.Error, EOFError) as exc:
+                    raise EngineError(f"cannot read synthesised sentence audio: {exc}") from exc
+                if index and silence:
+                    out.writeframes(silence)
+                    total += len(silence) // 2
+                out.writeframes(frames)
+                total += len(frames) // 2
         return total, rate
-

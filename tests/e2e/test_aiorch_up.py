@@ -30,8 +30,9 @@ def aiorch_up(model_dir: Path) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIORCH_")}
     env.update(AIORCH_DATA_DIR=str(data_dir), AIORCH_MODEL_DIR=str(model_dir), AIORCH_BOOTSTRAP_ADMIN="admin:admin-password")
     log = open(data_dir / "up.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "up", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "up", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -62,8 +63,9 @@ def test_readme_walkthrough(aiorch_up: Any) -> None:
     text = "Welcome to the platform. Every job keeps its full history."
     tts = http.post("/api/jobs/", json={"project": project, "type": "tts", "parameters": {"text": text}}).json()
     with open(LIBRIVOX, "rb") as f:
-        stt = http.post("/api/jobs/", data={"project": project, "type": "stt"},
-                        files={"input_file": ("speech.wav", f, "audio/wav")}).json()
+        stt = http.post(
+            "/api/jobs/", data={"project": project, "type": "stt"}, files={"input_file": ("speech.wav", f, "audio/wav")}
+        ).json()
 
     def finished(job_id: str) -> Any:
         job = http.get(f"/api/jobs/{job_id}/").json()
@@ -82,11 +84,19 @@ def test_readme_walkthrough(aiorch_up: Any) -> None:
     # the CLI acts on the running system through runtime.json
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIORCH_")}
     env["AIORCH_DATA_DIR"] = str(data_dir)
-    out = subprocess.run([sys.executable, "-m", "infra.cli", "users", "create", "newbie", "--role", "viewer",
-                          "--password-stdin"], input="newbie-password\n", text=True, capture_output=True, env=env,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "users", "create", "newbie", "--role", "viewer", "--password-stdin"],
+        input="newbie-password\n",
+        text=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    wait_until(lambda: httpx.post(f"{base}/api/token/", json={"username": "newbie", "password": "newbie-password"}).status_code == 200, 10)
+    wait_until(
+        lambda: httpx.post(f"{base}/api/token/", json={"username": "newbie", "password": "newbie-password"}).status_code == 200,
+        10,
+    )
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0

@@ -74,9 +74,15 @@ def test_two_processors_racing_for_one_job_claim_it_once(system: Any, runner: An
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every envelope on ``topic`` (reads until ``expected`` arrived and 1 s of silence)."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                             consumer_timeout_ms=1500, fetch_max_wait_ms=10,
-                             value_deserializer=lambda v: json.loads(v))
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1500,
+        fetch_max_wait_ms=10,
+        value_deserializer=lambda v: json.loads(v),
+    )
     out: list[dict[str, Any]] = []
     import time
 
@@ -115,8 +121,18 @@ def test_restarting_relay_and_projector_loses_nothing_and_applies_nothing_twice(
     assert sorted(set(positions)) == sorted(n.id for n in system.platform.recorder.select_notifications(0, 10_000))
     assert len(positions) == len(set(positions)), "a graceful restart published an event twice"
     for e in envelopes:
-        assert {"event_id", "type", "aggregate_id", "version", "position", "occurred_at", "actor",
-                "correlation_id", "schema_version", "data"} <= set(e)
+        assert {
+            "event_id",
+            "type",
+            "aggregate_id",
+            "version",
+            "position",
+            "occurred_at",
+            "actor",
+            "correlation_id",
+            "schema_version",
+            "data",
+        } <= set(e)
         assert "password_hash" not in e["data"]
 
 
@@ -140,10 +156,22 @@ def test_bad_input_is_refused_with_problem_json_and_stores_nothing(runner: Any, 
         (editor, {"json": {"project": str(uuid.uuid4()), "type": "tts", "parameters": {"text": "hi"}}}, 422),
         (editor, {"json": {"project": "not-a-uuid", "type": "tts", "parameters": {"text": "hi"}}}, 422),
         (editor, {"json": {"project": project, "type": "stt", "parameters": {}}}, 422),  # no file
-        (editor, {"data": {"project": project, "type": "stt"},
-                  "files": {"input_file": ("notes.wav", b"just some text, not audio at all", "audio/wav")}}, 415),
-        (editor, {"data": {"project": project, "type": "stt"},
-                  "files": {"input_file": ("photo.wav", (SHARED_DATA / "images" / "astronaut.png").read_bytes(), "audio/wav")}}, 415),
+        (
+            editor,
+            {
+                "data": {"project": project, "type": "stt"},
+                "files": {"input_file": ("notes.wav", b"just some text, not audio at all", "audio/wav")},
+            },
+            415,
+        ),
+        (
+            editor,
+            {
+                "data": {"project": project, "type": "stt"},
+                "files": {"input_file": ("photo.wav", (SHARED_DATA / "images" / "astronaut.png").read_bytes(), "audio/wav")},
+            },
+            415,
+        ),
         (editor, {"content": b"{broken", "headers": {"Content-Type": "application/json"}}, 422),
         (viewer, {"json": {"project": project, "type": "tts", "parameters": {"text": "hi"}}}, 403),
     ]
@@ -172,13 +200,13 @@ def test_broker_restarted_empty_with_work_queued_still_runs_every_job(system: An
     ctx, project_id = editor_project(system)
     runner.projector()
     relay = runner.relay()
-    job_ids = [system.platform.submit_job(SubmitJob(project_id, "tts", {"text": f"Queued job {i}."}), ctx)[0]
-               for i in range(3)]
+    job_ids = [system.platform.submit_job(SubmitJob(project_id, "tts", {"text": f"Queued job {i}."}), ctx)[0] for i in range(3)]
     last = head(system)
     wait_until(lambda: relay.position() >= last, 20, message="the relay to publish the work")
     broker.stop()  # the queued work messages vanish with it
-    more = [system.platform.submit_job(SubmitJob(project_id, "tts", {"text": f"Outage job {i}."}), ctx)[0]
-            for i in range(2)]  # commands still succeed: the store is the record
+    more = [
+        system.platform.submit_job(SubmitJob(project_id, "tts", {"text": f"Outage job {i}."}), ctx)[0] for i in range(2)
+    ]  # commands still succeed: the store is the record
     broker.start()  # empty: no topics, no offsets
     runner.processor()
 
@@ -188,8 +216,6 @@ def test_broker_restarted_empty_with_work_queued_still_runs_every_job(system: An
     wait_until(all_done, 90, 0.5, "every job to complete after the broker restart")
     for j in job_ids + more:
         assert stored_types(system, j).count("JobStarted") == 1
-
-
 
 
 def test_broker_restart_under_a_busy_connected_processor(system: Any, runner: Any, broker: Any) -> None:
@@ -204,14 +230,17 @@ def test_broker_restart_under_a_busy_connected_processor(system: Any, runner: An
     busy_text = " ".join(f"Sentence {i} keeps this processor busy for a while." for i in range(25))
     busy = system.platform.submit_job(SubmitJob(project_id, "tts", {"text": busy_text}), ctx)[0]
     wait_until(lambda: system.platform.get_job(busy).status == "running", 30, message="the busy job to start")
-    queued = [system.platform.submit_job(SubmitJob(project_id, "tts", {"text": f"Queued behind {i}."}), ctx)[0]
-              for i in range(3)]
+    queued = [system.platform.submit_job(SubmitJob(project_id, "tts", {"text": f"Queued behind {i}."}), ctx)[0] for i in range(3)]
     last = head(system)
     wait_until(lambda: relay.position() >= last, 20, message="the relay to publish the queued work")
     broker.stop()
     broker.start()
     jobs = [busy, *queued]
-    wait_until(lambda: all(system.platform.get_job(j).status == "completed" for j in jobs), 120, 0.5,
-               "every job to complete after the broker restart")
+    wait_until(
+        lambda: all(system.platform.get_job(j).status == "completed" for j in jobs),
+        120,
+        0.5,
+        "every job to complete after the broker restart",
+    )
     for j in jobs:
         assert stored_types(system, j).count("JobStarted") == 1

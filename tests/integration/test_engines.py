@@ -247,7 +247,7 @@ def test_stt_librivox_wer_language_and_meta(stt: WhisperEngine, tmp_path: Path) 
 
     progress = [p for p, _ in rec.reports]
     assert progress == sorted(progress) and progress[-1] == 100
-    assert ("transcribing" in {s for _, s in rec.reports})
+    assert "transcribing" in {s for _, s in rec.reports}
 
 
 def test_stt_forced_language_and_missing_work_dir(stt: WhisperEngine, tmp_path: Path) -> None:

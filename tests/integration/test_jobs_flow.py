@@ -12,8 +12,9 @@ import pytest
 from tests.conftest import SHARED_DATA, wait_until, wer
 
 LIBRIVOX = SHARED_DATA / "speech" / "librivox-0870.wav"
-LIBRIVOX_TEXT = ("and mister john dashwood had then leisure to consider how much there might be "
-                 "prudently in his power to do for them")
+LIBRIVOX_TEXT = (
+    "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them"
+)
 
 pytestmark = pytest.mark.skipif(not LIBRIVOX.exists(), reason=f"real recordings not found in {SHARED_DATA}")
 
@@ -22,8 +23,11 @@ def submit_stt(client: Any, project: str, path: Any, **params: Any) -> dict[str,
     import json
 
     with open(path, "rb") as f:
-        resp = client.post("/api/jobs/", data={"project": project, "type": "stt", "parameters": json.dumps(params)},
-                           files={"input_file": (path.name, f, "audio/wav")})
+        resp = client.post(
+            "/api/jobs/",
+            data={"project": project, "type": "stt", "parameters": json.dumps(params)},
+            files={"input_file": (path.name, f, "audio/wav")},
+        )
     assert resp.status_code == 201, resp.text
     return dict(resp.json())
 
@@ -71,8 +75,9 @@ def test_tts_job_yields_wav_that_transcribes_back(platform_up: dict[str, Any], e
 
     wav = tmp_path / "speech.wav"
     wav.write_bytes(download.content)
-    back = engines["stt"].run(EngineContext(job_id="check", parameters={"language": "en"},
-                                            input_files={"input_file": wav}, work_dir=tmp_path / "stt"))
+    back = engines["stt"].run(
+        EngineContext(job_id="check", parameters={"language": "en"}, input_files={"input_file": wav}, work_dir=tmp_path / "stt")
+    )
     assert wer(text, back.meta["transcript"]) <= 0.20, back.meta["transcript"]
 
     # a ranged download answers 206 with just those bytes

@@ -42,7 +42,7 @@ def submitted(platform: Platform, text: str = "hello") -> tuple[Context, uuid.UU
 
 
 def test_every_event_carries_actor_correlation_id_and_schema_version(platform: Platform) -> None:
-    alice, job_id = submitted(platform)
+    alice, _job_id = submitted(platform)
     notifications = platform.notification_log.select(1, 10)
     assert [n.id for n in notifications] == [1, 2, 3]
     job_event = platform.mapper.to_domain_event(notifications[-1])
@@ -103,7 +103,7 @@ def test_cancel_pending_is_immediate_running_is_requested_finished_conflicts(pla
     finished, _ = platform.submit_job(SubmitJob(project_id, "tts", {"text": "y"}), alice)
     platform.start_job(StartJob(finished, platform.get_job(finished).version, "proc-1"), PROC)
     platform.complete_job(CompleteJob(finished, {"files": [], "meta": {}}), PROC)
-    assert platform.cancel_job(CancelJob(finished), alice) [0] == "completed"
+    assert platform.cancel_job(CancelJob(finished), alice)[0] == "completed"
 
 
 def test_roles(platform: Platform) -> None:

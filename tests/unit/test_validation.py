@@ -15,14 +15,17 @@ def test_each_type_has_a_schema() -> None:
     assert validate_parameters("ai_stories", {"prompt": "a fox"}) == {"prompt": "a fox"}
 
 
-@pytest.mark.parametrize(("job_type", "params", "loc"), [
-    ("tts", {}, ["body", "parameters", "text"]),
-    ("tts", {"text": ""}, ["body", "parameters", "text"]),
-    ("tts", {"text": "x", "speed": 2}, ["body", "parameters", "speed"]),
-    ("stt", {"language": "english!"}, ["body", "parameters", "language"]),
-    ("dubbing", {}, ["body", "parameters", "target_language"]),
-    ("teleport", {}, ["body", "type"]),
-])
+@pytest.mark.parametrize(
+    ("job_type", "params", "loc"),
+    [
+        ("tts", {}, ["body", "parameters", "text"]),
+        ("tts", {"text": ""}, ["body", "parameters", "text"]),
+        ("tts", {"text": "x", "speed": 2}, ["body", "parameters", "speed"]),
+        ("stt", {"language": "english!"}, ["body", "parameters", "language"]),
+        ("dubbing", {}, ["body", "parameters", "target_language"]),
+        ("teleport", {}, ["body", "type"]),
+    ],
+)
 def test_bad_parameters_name_the_field(job_type: str, params: dict[str, object], loc: list[str]) -> None:
     with pytest.raises(InvalidCommand) as info:
         validate_parameters(job_type, params)
