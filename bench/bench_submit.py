@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from bench.common import BenchSystem, CpuMeter, SetupError, run_main, say, summary  # noqa: E402
+from bench.common import BenchSystem, CpuMeter, run_main, say, summary  # noqa: E402
 
 TARGET_RATE = 300.0
 TARGET_P99_MS = 100.0
@@ -146,7 +146,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        run_main(main)
-    except SetupError:
-        raise
+    run_main(main)
