@@ -6,6 +6,8 @@ import logging
 import uuid
 from typing import Any
 
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -94,8 +96,10 @@ def install(app: FastAPI) -> None:
         return problem(request, 503, "Service unavailable", exc.detail, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(SAOperationalError)
-    async def database_down(request: Request, exc: SAOperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc.orig)
+    @app.exception_handler(StoreOperationalError)
+    @app.exception_handler(StoreInterfaceError)
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
         return problem(
             request, 503, "Service unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "2"}
         )

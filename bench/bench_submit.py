@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from bench.common import BenchSystem, CpuMeter, run_main, say, summary  # noqa: E402
+from bench.common import BenchSystem, CpuMeter, print_profile, run_main, say, summary  # noqa: E402
 
 TARGET_RATE = 300.0
 TARGET_P99_MS = 100.0
@@ -72,9 +72,17 @@ def main() -> int:
     parser.add_argument("--mode", choices=("process", "thread"), default="process",
                         help="roles as child processes (default, like `aiorch up`) or threads of this process")
     parser.add_argument("--no-relay", action="store_true", help="do not run the outbox relay")
+    parser.add_argument("--profile", default="", metavar="ROLES",
+                        help="comma-separated roles (api,projector,relay) to run under cProfile; "
+                             "stats are printed and kept in --profile-dir")
+    parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/aiorch-bench-profiles"))
     args = parser.parse_args()
+    profile = [r.strip() for r in args.profile.split(",") if r.strip()]
+    if profile:
+        args.profile_dir.mkdir(parents=True, exist_ok=True)
 
-    with BenchSystem(api=True, projector=True, relay=not args.no_relay, mode=args.mode) as bench:
+    with BenchSystem(api=True, projector=True, relay=not args.no_relay, mode=args.mode, profile=profile,
+                     profile_dir=args.profile_dir) as bench:
         bench.create_user("bench-editor", "editor")
         http = bench.login("bench-editor")
         project = bench.create_project_http(http)
@@ -142,6 +150,10 @@ def main() -> int:
               f"{'MET' if met else 'NOT MET'} (rate {'ok' if rate >= TARGET_RATE else 'short'}, "
               f"p99 {'ok' if lat['p99'] <= TARGET_P99_MS else 'over'}"
               f"{', errors' if errors else ''})")
+        if profile:
+            print("  (roles ran under cProfile: figures are slower than without it)")
+    for role in profile:
+        print_profile(args.profile_dir / f"{role}.prof")
     return 0
 
 

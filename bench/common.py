@@ -187,12 +187,18 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class Role:
-    """A role running as a child process (``python -m infra.cli <args>``), logging to a file."""
+    """A role running as a child process (``python -m infra.cli <args>``), logging to a file.
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> None:
+    With ``profile_out``, the role runs under :mod:`bench.profile_role` and writes its
+    cProfile stats there when it stops.
+    """
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_file: Path,
+                 profile_out: Path | None = None) -> None:
         self.name, self.log_file = name, log_file
         self._log = open(log_file, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "infra.cli", *args], cwd=REPO, env=env,
+        module = ["bench.profile_role", "--out", str(profile_out)] if profile_out else ["infra.cli"]
+        self.proc = subprocess.Popen([sys.executable, "-m", *module, *args], cwd=REPO, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     @property
@@ -279,15 +285,22 @@ class BenchSystem:
         mode: ``"process"`` (each role a ``python -m infra.cli`` child) or ``"thread"``.
         settings: overrides for :func:`infra.settings.load_settings` (default: production
             defaults, except addresses, data folder, secret and a unique topic prefix).
+        profile: names of roles to run under cProfile (process mode only); their stats go
+            to ``<profile_dir>/<role>.prof`` when the roles stop.
 
     Raises:
         SetupError: a service did not start (from :meth:`start`).
     """
 
     def __init__(self, *, api: bool = True, projector: bool = True, relay: bool = True, mode: str = "process",
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None, profile: Sequence[str] = (),
+                 profile_dir: Path | None = None) -> None:
         if mode not in ("process", "thread"):
             raise ValueError("mode is 'process' or 'thread'")
+        if profile and mode != "process":
+            raise ValueError("profiling needs mode='process'")
+        self.profile = set(profile)
+        self.profile_dir = profile_dir or Path.cwd()
         self.want_api, self.want_projector, self.want_relay, self.mode = api, projector, relay, mode
         self.overrides = settings or {}
         self.tmp = Path(tempfile.mkdtemp(prefix="aiorch-bench-", dir="/tmp"))
@@ -385,17 +398,22 @@ class BenchSystem:
         env = self.role_env()
         for name, wanted in (("projector", self.want_projector), ("relay", self.want_relay)):
             if wanted:
-                self.roles[name] = Role(name, [name], env, self.tmp / f"{name}.log")
+                self.roles[name] = Role(name, [name], env, self.tmp / f"{name}.log", self.profile_out(name))
                 say(f"{name}: process {self.roles[name].pid}")
         if self.want_api:
             port = free_port()
-            api = self.roles["api"] = Role("api", ["api", "--port", str(port)], env, self.tmp / "api.log")
+            api = self.roles["api"] = Role("api", ["api", "--port", str(port)], env, self.tmp / "api.log",
+                                           self.profile_out("api"))
             self.api_url = f"http://127.0.0.1:{port}"
             self._wait_api(api)
             say(f"api: process {api.pid} at {self.api_url}")
         time.sleep(0.5)
         for role in self.roles.values():
             role.check()
+
+    def profile_out(self, role: str) -> Path | None:
+        """Where ``role`` writes its profile (None when it is not profiled)."""
+        return self.profile_dir / f"{role}.prof" if role in self.profile else None
 
     def _start_threads(self) -> None:
         from infra.roles import relay
@@ -536,6 +554,21 @@ class BenchSystem:
 
         project_id, _ = self.sys.platform.create_project(CreateProject(name), self.actor_context(username, role))
         return str(project_id)
+
+
+def print_profile(path: Path, limit: int = 25) -> None:
+    """Print the top ``limit`` functions of a cProfile stats file by own and cumulative time."""
+    import pstats
+
+    if not path.exists():
+        print(f"(no profile at {path})")
+        return
+    stats = pstats.Stats(str(path))
+    stats.strip_dirs()
+    print(f"--- {path.name}: by own time (tottime, CPU s per thread clock) ---")
+    stats.sort_stats("tottime").print_stats(limit)
+    print(f"--- {path.name}: by cumulative time ---")
+    stats.sort_stats("cumulative").print_stats(limit)
 
 
 def _sigterm_exits() -> None:
