@@ -10,9 +10,10 @@ PostgreSQL, in order of preference:
 
 The broker is always an embedded Tansu (``infra.embedded.start_broker``) on a free port.
 
-Roles run like ``aiorch up`` runs them: each in its own process
-(``python -m infra.cli api|projector|relay``), so the API, the projector and the benchmark's
-clients do not share one GIL. ``mode="thread"`` runs them in this process instead (as the
+Roles run like ``aiorch up`` runs them: each in its own process (the ``infra.cli``
+commands ``api``, ``projector``, ``relay``, launched through :mod:`bench.role`, which keeps
+their System alive), so the API, the projector and the benchmark's clients do not share one
+GIL. ``mode="thread"`` runs them in this process instead (as the
 tests do). Everything is stopped and removed when the :class:`BenchSystem` closes, also on
 Ctrl-C or SIGTERM. ``AIORCH_BENCH_KEEP=1`` keeps the temporary folder (role logs).
 
@@ -160,10 +161,17 @@ class CpuMeter:
         self._wall = end.pop("_wall") - self._start.pop("_wall")
         self._used = {k: end[k] - self._start[k] for k in end}
 
+    def other_cores(self) -> float:
+        """Cores used on average by processes outside this benchmark (a noisy machine)."""
+        busy = self._used["machine (busy, all processes)"]
+        ours = sum(v for k, v in self._used.items() if not k.startswith("machine"))
+        return max(0.0, busy - ours) / self._wall
+
     def report(self) -> list[str]:
         """One line per process group: cores used on average over the interval."""
         cores = os.cpu_count() or 1
         lines = [f"{name:32s} {used / self._wall:5.2f} cores" for name, used in self._used.items()]
+        lines.append(f"{'other (not this benchmark)':32s} {self.other_cores():5.2f} cores")
         lines.append(f"{'(machine has)':32s} {cores:5d} cores")
         return lines
 
@@ -187,17 +195,24 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class Role:
-    """A role running as a child process (``python -m infra.cli <args>``), logging to a file.
+    """A role running as a child process, logging to a file: ``python -m bench.role <args>``
+    (the ``infra.cli`` command, with its System kept alive; see :mod:`bench.role`), or
+    ``python -m infra.cli <args>`` unchanged when ``AIORCH_BENCH_PLAIN_CLI=1``.
 
-    With ``profile_out``, the role runs under :mod:`bench.profile_role` and writes its
-    cProfile stats there when it stops.
+    With ``profile_out``, the role runs under cProfile and writes its stats there when it
+    stops.
     """
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_file: Path,
                  profile_out: Path | None = None) -> None:
         self.name, self.log_file = name, log_file
         self._log = open(log_file, "ab")  # noqa: SIM115
-        module = ["bench.profile_role", "--out", str(profile_out)] if profile_out else ["infra.cli"]
+        if profile_out:
+            module = ["bench.role", "--profile", str(profile_out)]
+        elif os.environ.get("AIORCH_BENCH_PLAIN_CLI") == "1":
+            module = ["infra.cli"]
+        else:
+            module = ["bench.role"]
         self.proc = subprocess.Popen([sys.executable, "-m", *module, *args], cwd=REPO, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from eventsourcing.domain import event
 
 from commands.aggregate import PlatformAggregate
-from commands.errors import ClaimLost, Conflict, InvalidCommand
+from commands.errors import ClaimLost, Conflict, InvalidCommand, NotFound
 from events.jobs import (
+    JobArchived,
     JobCancelled,
     JobCancelRequested,
     JobCompleted,
     JobFailed,
     JobLogsAppended,
     JobProgressed,
+    JobRetried,
     JobStarted,
     JobSubmitted,
+    JobUpdated,
 )
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
 FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("7d3f6a2e-1c4b-4e8f-9a0d-2b5c6e7f8a9b")
 
 
 class Job(PlatformAggregate):
@@ -34,6 +39,17 @@ class Job(PlatformAggregate):
     JobFailed = JobFailed
     JobCancelRequested = JobCancelRequested
     JobCancelled = JobCancelled
+    JobUpdated = JobUpdated
+    JobRetried = JobRetried
+    JobArchived = JobArchived
+
+    @staticmethod
+    def create_id(owner_id: str, idempotency_key: str | None) -> uuid.UUID:
+        """UUID 5 of (owner, Idempotency-Key) when a key is given, so a concurrent replay
+        conflicts in the store instead of creating a second job; else a random UUID."""
+        if idempotency_key:
+            return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{owner_id}:{idempotency_key}")
+        return uuid.uuid4()
 
     @event(JobSubmitted)
     def __init__(
@@ -44,6 +60,9 @@ class Job(PlatformAggregate):
         parameters: dict[str, Any],
         input_files: dict[str, dict[str, Any]],
         priority: str,
+        agent_id: str | None,
+        idempotency_key: str | None,
+        request_hash: str | None,
     ) -> None:
         self.project_id = project_id
         self.owner_id = owner_id
@@ -51,10 +70,14 @@ class Job(PlatformAggregate):
         self.parameters = parameters
         self.input_files = input_files
         self.priority = priority
+        self.agent_id = agent_id
+        self.idempotency_key = idempotency_key
+        self.request_hash = request_hash
         self.status = PENDING
         self.progress = 0
         self.stage = "queued"
-        self.attempt = 0
+        self.attempt = 1
+        self.archived = False
         self.processor_id: str | None = None
         self.cancel_requested = False
         self.result: dict[str, Any] | None = None
@@ -70,7 +93,7 @@ class Job(PlatformAggregate):
         """
         if self.status != PENDING:
             raise ClaimLost(f"job {self.id} is {self.status}, not pending")
-        self._started(processor_id=processor_id, attempt=self.attempt + 1)
+        self._started(processor_id=processor_id, attempt=self.attempt)
 
     def report_progress(self, progress: int, stage: str) -> None:
         """Record progress 0–100 (never decreasing within an attempt) and the stage name.
@@ -130,11 +153,49 @@ class Job(PlatformAggregate):
         self._require_running()
         self._cancelled(reason=reason)
 
+    def update(self, changes: dict[str, Any]) -> None:
+        """Edit ``parameters`` / ``priority`` of a pending job. Raises Conflict otherwise."""
+        if self.status != PENDING:
+            raise Conflict(f"job {self.id} is {self.status}; only pending jobs can be edited")
+        real = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if real:
+            self._updated(changes=real)
+
+    def retry(self, reason: str) -> None:
+        """Send a failed or cancelled job back to pending as the next attempt.
+
+        Raises:
+            Conflict: the job is pending, running or completed.
+        """
+        if self.status not in (FAILED, CANCELLED):
+            raise Conflict(f"job {self.id} is {self.status}; only failed or cancelled jobs can be retried")
+        self._retried(attempt=self.attempt + 1, reason=reason, type=self.type, priority=self.priority)
+
+    def archive(self) -> None:
+        """Hide the job from lists (history stays). Raises NotFound if already archived."""
+        if self.archived:
+            raise NotFound(f"no job {self.id}")
+        self._archived()
+
     def _require_running(self) -> None:
         if self.status != RUNNING:
             raise Conflict(f"job {self.id} is {self.status}, not running")
 
     # -- mutators (re-run on replay) --------------------------------------------------------
+
+    @event(JobUpdated)
+    def _updated(self, changes: dict[str, Any]) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+
+    @event(JobRetried)
+    def _retried(self, attempt: int, reason: str, type: str, priority: str) -> None:  # noqa: A002
+        self.status, self.attempt, self.progress, self.stage = PENDING, attempt, 0, "queued"
+        self.processor_id, self.cancel_requested, self.result, self.error = None, False, None, None
+
+    @event(JobArchived)
+    def _archived(self) -> None:
+        self.archived = True
 
     @event(JobStarted)
     def _started(self, processor_id: str, attempt: int) -> None:

@@ -35,6 +35,9 @@ class SubmitJob:
     parameters: dict[str, Any]
     input_files: dict[str, dict[str, Any]] = field(default_factory=dict)
     priority: str = "normal"
+    agent_id: UUID | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,175 @@ class ConfirmCancellation:
 
     job_id: UUID
     reason: str = "cancelled by user"
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpdateUser:
+    """Change a user's email and/or role (role: admins only)."""
+
+    user_id: UUID
+    email: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class DeactivateUser:
+    """Stop a user from logging in; their tokens stop working."""
+
+    user_id: UUID
+
+
+@dataclass(frozen=True)
+class ReactivateUser:
+    """Let a deactivated user log in again."""
+
+    user_id: UUID
+
+
+@dataclass(frozen=True)
+class ChangePassword:
+    """A user changes their own password; other sessions stop working."""
+
+    old_password: str
+    new_password: str
+    kept_session: str | None = None
+
+
+@dataclass(frozen=True)
+class ResetPassword:
+    """An admin sets a user's password; every session of theirs stops working."""
+
+    user_id: UUID
+    new_password: str
+
+
+@dataclass(frozen=True)
+class LogOut:
+    """Revoke the session (refresh token id) of the acting user."""
+
+    session: str
+
+
+# -- projects and jobs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpdateProject:
+    """Change a project's name and/or description."""
+
+    project_id: UUID
+    name: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveProject:
+    """Archive a project: pending jobs are cancelled, running ones asked to stop."""
+
+    project_id: UUID
+
+
+@dataclass(frozen=True)
+class UpdateJob:
+    """Edit a pending job's parameters and/or priority."""
+
+    job_id: UUID
+    parameters: dict[str, Any] | None = None
+    priority: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryJob:
+    """Send a failed or cancelled job back to pending as its next attempt."""
+
+    job_id: UUID
+    reason: str = "retried by user"
+
+
+@dataclass(frozen=True)
+class ArchiveJob:
+    """Hide a job from lists (a pending or running one is cancelled first)."""
+
+    job_id: UUID
+
+
+# -- settings, agents, providers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetSetting:
+    """Create or change setting ``key`` of ``user_id`` (None: global, admins only)."""
+
+    key: str
+    value: Any
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteSetting:
+    """Remove a setting by id."""
+
+    setting_id: UUID
+
+
+@dataclass(frozen=True)
+class CreateAgent:
+    """Save an AI agent: default parameters (``configuration``) for jobs of ``type``."""
+
+    name: str
+    type: str
+    configuration: dict[str, Any]
+    description: str = ""
+    provider_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class UpdateAgent:
+    """Change an agent's name, description, configuration or provider."""
+
+    agent_id: UUID
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetAgentStatus:
+    """Activate (``active=True``) or deactivate an agent."""
+
+    agent_id: UUID
+    active: bool
+
+
+@dataclass(frozen=True)
+class DeleteAgent:
+    """Remove an agent."""
+
+    agent_id: UUID
+
+
+@dataclass(frozen=True)
+class CreateProvider:
+    """Register an AI provider (admins); ``api_key`` is encrypted before it is stored."""
+
+    name: str
+    kind: str
+    base_url: str | None = None
+    api_key: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class UpdateProvider:
+    """Change a provider; ``api_key`` (if given) is encrypted before it is stored."""
+
+    provider_id: UUID
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteProvider:
+    """Remove a provider."""
+
+    provider_id: UUID

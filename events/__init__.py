@@ -10,32 +10,53 @@ from events.base import DomainEvent
 from events.envelope import event_type, to_envelope
 from events.jobs import (
     JOB_TYPES,
+    JobArchived,
     JobCancelled,
     JobCancelRequested,
     JobCompleted,
     JobFailed,
     JobLogsAppended,
     JobProgressed,
+    JobRetried,
     JobStarted,
     JobSubmitted,
+    JobUpdated,
 )
-from events.projects import ProjectCreated
-from events.users import ROLES, UserCreated
+from events.projects import ProjectArchived, ProjectCreated, ProjectUpdated
+from events.users import (
+    ROLES,
+    UserCreated,
+    UserDeactivated,
+    UserLoggedOut,
+    UserPasswordChanged,
+    UserReactivated,
+    UserUpdated,
+)
 
 __all__ = [
     "JOB_TYPES",
     "ROLES",
     "DomainEvent",
+    "JobArchived",
     "JobCancelRequested",
     "JobCancelled",
     "JobCompleted",
     "JobFailed",
     "JobLogsAppended",
     "JobProgressed",
+    "JobRetried",
     "JobStarted",
     "JobSubmitted",
+    "JobUpdated",
+    "ProjectArchived",
     "ProjectCreated",
+    "ProjectUpdated",
     "UserCreated",
+    "UserDeactivated",
+    "UserLoggedOut",
+    "UserPasswordChanged",
+    "UserReactivated",
+    "UserUpdated",
     "event_type",
     "to_envelope",
 ]

@@ -35,10 +35,23 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+#: Keys never copied out of the store, at any depth (secrets, even encrypted ones).
+SECRET_KEYS = frozenset({"password", "password_hash", "api_key", "api_key_encrypted"})
+
+
+def scrub(value: Any) -> Any:
+    """``value`` with every :data:`SECRET_KEYS` entry removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items() if k not in SECRET_KEYS}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
 def event_data(event: DomainEvent) -> dict[str, Any]:
-    """The event's own fields, without header fields and without redacted fields."""
+    """The event's own fields, without header fields, redacted fields and secrets."""
     hidden = _HEADER_FIELDS | set(getattr(event, "redacted_fields", ()))
-    return {k: jsonable(v) for k, v in event.__dict__.items() if k not in hidden}
+    return {k: scrub(jsonable(v)) for k, v in event.__dict__.items() if k not in hidden}
 
 
 def to_envelope(event: DomainEvent, position: int) -> dict[str, Any]:

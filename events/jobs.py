@@ -27,6 +27,9 @@ class JobSubmitted(CreatedEvent):
 
     ``input_files`` maps a field name (``input_file``, ...) to
     ``{"blob": str, "name": str, "size": int, "content_type": str, "sha256": str}``.
+    ``agent_id`` names the agent whose configuration filled omitted parameters;
+    ``idempotency_key`` (the client's ``Idempotency-Key``) derives the job id, and
+    ``request_hash`` (sha256 of the request) tells a replay from a reuse.
     """
 
     project_id: str
@@ -35,10 +38,15 @@ class JobSubmitted(CreatedEvent):
     parameters: dict[str, Any]
     input_files: dict[str, dict[str, Any]]
     priority: str
+    agent_id: str | None
+    idempotency_key: str | None
+    request_hash: str | None
 
 
 class JobStarted(DomainEvent):
-    """A processor claimed the job (saved at the version it saw: one claimer wins)."""
+    """A processor claimed the job (saved at the version it saw: one claimer wins).
+
+    ``attempt`` is the number of the attempt it runs (1 for the first; see JobRetried)."""
 
     processor_id: str
     attempt: int
@@ -80,3 +88,23 @@ class JobCancelled(DomainEvent):
     """The job was cancelled (at once if pending, at a checkpoint if running)."""
 
     reason: str
+
+
+class JobUpdated(DomainEvent):
+    """A pending job was edited: ``changes`` maps ``parameters`` / ``priority`` to new values."""
+
+    changes: dict[str, Any]
+
+
+class JobRetried(DomainEvent):
+    """The job went back to pending as attempt ``attempt``; ``type`` and ``priority`` let the
+    relay publish its work without loading the job."""
+
+    attempt: int
+    reason: str
+    type: str
+    priority: str
+
+
+class JobArchived(DomainEvent):
+    """The job left every list; its history stays replayable."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from events.base import CreatedEvent
+from typing import Any
+
+from events.base import CreatedEvent, DomainEvent
 
 
 class ProjectCreated(CreatedEvent):
@@ -11,3 +13,13 @@ class ProjectCreated(CreatedEvent):
     name: str
     description: str
     owner_id: str
+
+
+class ProjectUpdated(DomainEvent):
+    """``changes`` maps ``name`` and/or ``description`` to new values."""
+
+    changes: dict[str, Any]
+
+
+class ProjectArchived(DomainEvent):
+    """The project left every list; its history stays replayable."""

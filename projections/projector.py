@@ -14,17 +14,38 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from events import (
     DomainEvent,
+    JobArchived,
     JobCancelled,
     JobCancelRequested,
     JobCompleted,
     JobFailed,
     JobLogsAppended,
     JobProgressed,
+    JobRetried,
     JobStarted,
     JobSubmitted,
+    JobUpdated,
+    ProjectArchived,
     ProjectCreated,
+    ProjectUpdated,
     UserCreated,
+    UserDeactivated,
+    UserLoggedOut,
+    UserPasswordChanged,
+    UserReactivated,
+    UserUpdated,
 )
+from events.agents import (
+    AgentActivated,
+    AgentCreated,
+    AgentDeactivated,
+    AgentDeleted,
+    AgentUpdated,
+    ProviderCreated,
+    ProviderDeleted,
+    ProviderUpdated,
+)
+from events.settings import SettingChanged, SettingCreated, SettingDeleted
 from projections import tables as t
 from projections.follow import NotificationSource, StoreWaiter
 
@@ -54,6 +75,102 @@ class ReadModelProjection:
             "position": position,
         }
         conn.execute(pg_insert(t.users).values(row).on_conflict_do_nothing())
+
+    @staticmethod
+    def _touch(conn: Connection, table: Any, e: DomainEvent, position: int, **values: Any) -> None:
+        """Update the row of ``e``'s aggregate unless it already includes ``position``."""
+        conn.execute(
+            update(table)
+            .where(table.c.id == str(e.originator_id), table.c.position < position)
+            .values(updated_at=e.timestamp, position=position, **values)
+        )
+
+    @apply.register
+    def _(self, e: UserUpdated, conn: Connection, position: int) -> None:
+        self._touch(conn, t.users, e, position, **{k: v for k, v in e.changes.items() if k in ("email", "role")})
+
+    @apply.register
+    def _(self, e: UserDeactivated, conn: Connection, position: int) -> None:
+        self._touch(conn, t.users, e, position, is_active=False)
+
+    @apply.register
+    def _(self, e: UserReactivated, conn: Connection, position: int) -> None:
+        self._touch(conn, t.users, e, position, is_active=True, tokens_valid_after=e.timestamp, kept_session=None)
+
+    @apply.register
+    def _(self, e: UserPasswordChanged, conn: Connection, position: int) -> None:
+        self._touch(conn, t.users, e, position, password_hash=e.password_hash, tokens_valid_after=e.timestamp,
+                    kept_session=e.kept_session)
+
+    @apply.register
+    def _(self, e: UserLoggedOut, conn: Connection, position: int) -> None:
+        row = {"session": e.session, "user_id": str(e.originator_id), "revoked_at": e.timestamp}
+        conn.execute(pg_insert(t.revoked_sessions).values(row).on_conflict_do_nothing())
+
+    @apply.register
+    def _(self, e: ProjectUpdated, conn: Connection, position: int) -> None:
+        self._touch(conn, t.projects, e, position, **e.changes)
+
+    @apply.register
+    def _(self, e: ProjectArchived, conn: Connection, position: int) -> None:
+        self._touch(conn, t.projects, e, position, archived=True)
+
+    @apply.register
+    def _(self, e: SettingCreated, conn: Connection, position: int) -> None:
+        row = {"id": str(e.originator_id), "key": e.key, "value": e.value, "user_id": e.user_id, "deleted": False,
+               "created_at": e.timestamp, "updated_at": e.timestamp, "position": position}
+        conn.execute(pg_insert(t.settings).values(row).on_conflict_do_nothing())
+
+    @apply.register
+    def _(self, e: SettingChanged, conn: Connection, position: int) -> None:
+        self._touch(conn, t.settings, e, position, value=e.value, deleted=False)
+
+    @apply.register
+    def _(self, e: SettingDeleted, conn: Connection, position: int) -> None:
+        self._touch(conn, t.settings, e, position, deleted=True)
+
+    @apply.register
+    def _(self, e: AgentCreated, conn: Connection, position: int) -> None:
+        owner = conn.execute(select(t.users.c.username).where(t.users.c.id == e.owner_id)).scalar()
+        row = {"id": str(e.originator_id), "name": e.name, "description": e.description, "type": e.type,
+               "status": "active", "configuration": e.configuration, "provider_id": e.provider_id,
+               "owner_id": e.owner_id, "owner_username": owner, "created_at": e.timestamp,
+               "updated_at": e.timestamp, "position": position}
+        conn.execute(pg_insert(t.agents).values(row).on_conflict_do_nothing())
+
+    @apply.register
+    def _(self, e: AgentUpdated, conn: Connection, position: int) -> None:
+        self._touch(conn, t.agents, e, position, **e.changes)
+
+    @apply.register
+    def _(self, e: AgentActivated, conn: Connection, position: int) -> None:
+        self._touch(conn, t.agents, e, position, status="active")
+
+    @apply.register
+    def _(self, e: AgentDeactivated, conn: Connection, position: int) -> None:
+        self._touch(conn, t.agents, e, position, status="inactive")
+
+    @apply.register
+    def _(self, e: AgentDeleted, conn: Connection, position: int) -> None:
+        conn.execute(t.agents.delete().where(t.agents.c.id == str(e.originator_id)))
+
+    @apply.register
+    def _(self, e: ProviderCreated, conn: Connection, position: int) -> None:
+        row = {"id": str(e.originator_id), "name": e.name, "kind": e.kind, "base_url": e.base_url,
+               "has_api_key": bool(e.api_key_encrypted), "enabled": e.enabled, "created_at": e.timestamp,
+               "updated_at": e.timestamp, "position": position}
+        conn.execute(pg_insert(t.providers).values(row).on_conflict_do_nothing())
+
+    @apply.register
+    def _(self, e: ProviderUpdated, conn: Connection, position: int) -> None:
+        values = {k: v for k, v in e.changes.items() if k in ("name", "base_url", "enabled")}
+        if "api_key_encrypted" in e.changes:
+            values["has_api_key"] = bool(e.changes["api_key_encrypted"])
+        self._touch(conn, t.providers, e, position, **values)
+
+    @apply.register
+    def _(self, e: ProviderDeleted, conn: Connection, position: int) -> None:
+        conn.execute(t.providers.delete().where(t.providers.c.id == str(e.originator_id)))
 
     @apply.register
     def _(self, e: ProjectCreated, conn: Connection, position: int) -> None:
@@ -105,6 +222,22 @@ class ReadModelProjection:
             .where(t.jobs.c.id == str(e.originator_id), t.jobs.c.version < e.originator_version)
             .values(updated_at=e.timestamp, version=e.originator_version, position=position, **values)
         )
+
+    @apply.register
+    def _(self, e: JobUpdated, conn: Connection, position: int) -> None:
+        self._job(conn, e, position, **e.changes)
+
+    @apply.register
+    def _(self, e: JobRetried, conn: Connection, position: int) -> None:
+        self._job(conn, e, position, status="pending", attempt=e.attempt, progress=0, stage="queued",
+                  processor_id=None, started_at=None, finished_at=None, error=None, has_result=False,
+                  cancel_requested=False)
+
+    @apply.register
+    def _(self, e: JobArchived, conn: Connection, position: int) -> None:
+        self._job(conn, e, position, archived=True)
+        project = conn.execute(select(t.jobs.c.project_id).where(t.jobs.c.id == str(e.originator_id))).scalar()
+        conn.execute(update(t.projects).where(t.projects.c.id == project).values(jobs_count=t.projects.c.jobs_count - 1))
 
     @apply.register
     def _(self, e: JobStarted, conn: Connection, position: int) -> None:

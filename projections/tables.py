@@ -42,6 +42,9 @@ users = Table(
     Column("role", String(20), nullable=False),
     Column("is_active", Boolean, nullable=False, default=True),
     Column("password_hash", Text, nullable=False),
+    # tokens issued before this instant are revoked, except session ``kept_session``
+    Column("tokens_valid_after", DateTime(timezone=True)),
+    Column("kept_session", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("position", BigInteger, nullable=False),
@@ -118,3 +121,56 @@ job_logs = Table(
     Index(f"ux_rm_job_logs_{VERSION}_pos_seq", "position", "seq", unique=True),
     Index(f"ix_rm_job_logs_{VERSION}_job", "job_id", "position", "seq"),
 )
+
+revoked_sessions = Table(
+    f"rm_revoked_sessions_{VERSION}",
+    metadata,
+    Column("session", String(64), primary_key=True),
+    Column("user_id", String(36), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+)
+
+settings = Table(
+    f"rm_settings_{VERSION}",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("key", String(100), nullable=False),
+    Column("value", Json),
+    Column("user_id", String(36), index=True),
+    Column("deleted", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False),
+)
+
+agents = Table(
+    f"rm_agents_{VERSION}",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("configuration", Json, nullable=False),
+    Column("provider_id", String(36)),
+    Column("owner_id", String(36), nullable=False, index=True),
+    Column("owner_username", String(150)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False),
+)
+
+providers = Table(
+    f"rm_providers_{VERSION}",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("base_url", Text),
+    Column("has_api_key", Boolean, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False),
+)
+

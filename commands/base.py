@@ -1,0 +1,89 @@
+"""Plumbing shared by the command handlers: the event-store application, hooks the
+composition root fills in, and load / save with optimistic concurrency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from commands.context import Context, acting_as
+from commands.errors import Conflict, InvalidCommand, NotFound
+
+Position = int
+A = TypeVar("A")
+CONFLICT_RETRIES = 5
+
+
+def invalid(loc: str, msg: str) -> InvalidCommand:
+    """A 422 error about body field ``loc``."""
+    return InvalidCommand(msg, errors=[{"loc": ["body", loc], "msg": msg}])
+
+
+class ServiceBase(Application):
+    """The write side's event-store application (PostgreSQL table ``aiorch_events``).
+
+    Hooks set by the composition root (defaults suit unit tests):
+
+    - ``missing_engine(type) -> [str]``: what a job type's engine lacks ([] = can run).
+    - ``effective_settings(user_id) -> {key: value}``: defaults ← global ← user.
+    - ``open_job_ids(project_id) -> [str]``: the project's pending and running jobs.
+    - ``encrypt(text) -> str``: encryption of provider API keys at rest.
+    """
+
+    name = "aiorch"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self.missing_engine: Callable[[str], list[str]] = lambda _type: []
+        self.effective_settings: Callable[[str], dict[str, Any]] = lambda _user: {}
+        self.open_job_ids: Callable[[str], list[str]] = lambda _project: []
+        self.encrypt: Callable[[str], str] = _no_encryption
+
+    def _get(self, cls: type[A], aggregate_id: UUID | str) -> A | None:
+        try:
+            agg: Any = self.repository.get(UUID(str(aggregate_id)))
+        except (AggregateNotFoundError, ValueError):
+            return None
+        return agg if isinstance(agg, cls) else None
+
+    def _load(self, cls: type[A], aggregate_id: UUID | str, what: str) -> A:
+        agg = self._get(cls, aggregate_id)
+        if agg is None or getattr(agg, "deleted", False):
+            raise NotFound(f"no {what} {aggregate_id}")
+        return agg
+
+    def _save(self, *aggregates: Any) -> Position:
+        try:
+            recordings = self.save(*aggregates)
+        except IntegrityError as exc:
+            raise Conflict("the resource was changed concurrently; reload and retry") from exc
+        return recordings[-1].notification.id if recordings else self.head()
+
+    def head(self) -> Position:
+        """The store's last position (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def _change(self, cls: type[A], aggregate_id: UUID | str, what: str, ctx: Context,
+                change: Callable[[A], None]) -> Position:
+        """Load, change (which authorizes and checks) and save, retrying on a concurrent
+        write: these commands carry no expected version, so a fresh load is the right base."""
+        for attempt in range(CONFLICT_RETRIES):
+            agg = self._load(cls, aggregate_id, what)
+            with acting_as(ctx):
+                change(agg)
+            if not getattr(agg, "pending_events", None):
+                return self.head()
+            try:
+                return self._save(agg)
+            except Conflict:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _no_encryption(text: str) -> str:
+    raise RuntimeError("no encryption key configured (AIORCH_ENCRYPTION_KEY)")

@@ -1,0 +1,229 @@
+"""Command handlers for jobs: submit, claim, report, finish, cancel, edit, retry, archive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from commands.agent import Agent
+from commands.base import Position, ServiceBase, invalid
+from commands.context import Context, acting_as
+from commands.errors import ClaimLost, Conflict, InvalidCommand, NotFound
+from commands.job import FINISHED, Job
+from commands.job_parameters import FILE_FIELDS, SCHEMAS, required_files, validate_parameters
+from commands.messages import (
+    AppendLogs,
+    ArchiveJob,
+    CancelJob,
+    CompleteJob,
+    ConfirmCancellation,
+    FailJob,
+    RetryJob,
+    StartJob,
+    SubmitJob,
+    UpdateJob,
+    UpdateProgress,
+)
+from commands.permissions import require_admin, require_owner, require_writer
+from commands.project import Project
+
+PRIORITIES = ("low", "normal", "high")
+
+
+class JobHandlers(ServiceBase):
+    """The job lifecycle. Users submit, edit, cancel and retry their jobs; processors
+    (and admins) claim them and report."""
+
+    # -- submission --------------------------------------------------------------------------
+
+    def validate_job(self, job_type: str, parameters: dict[str, Any], file_fields: set[str]) -> dict[str, Any]:
+        """Check a submission's type, parameters and file fields before anything is stored.
+
+        Returns the validated parameters. Raises InvalidCommand (422) naming each problem,
+        including a job type whose engine is not installed.
+        """
+        params = validate_parameters(job_type, parameters)
+        missing = self.missing_engine(job_type)
+        if missing:
+            raise InvalidCommand(
+                f"the {job_type} engine is not installed here: missing {'; '.join(missing)}",
+                errors=[{"loc": ["body", "type"], "msg": f"engine missing: {'; '.join(missing)}"}],
+            )
+        unknown = sorted(file_fields - set(FILE_FIELDS[job_type]))
+        if unknown:
+            raise invalid(unknown[0], f"a {job_type} job takes no file {unknown[0]!r}")
+        absent = sorted(required_files(job_type, params) - file_fields)
+        if absent:
+            raise invalid(absent[0], f"a {job_type} job needs the file {absent[0]!r}")
+        return params
+
+    def prepare_submission(self, job_type: str, parameters: dict[str, Any], agent_id: UUID | None,
+                           file_fields: set[str], ctx: Context) -> dict[str, Any]:
+        """The parameters a submission will run with: the agent's configuration for what
+        it omits, the user's ``default_language`` where a language is taken, validated.
+
+        Raises Forbidden (viewer), NotFound/InvalidCommand (agent), Conflict (inactive agent).
+        """
+        require_writer(ctx.actor)
+        merged = dict(parameters)
+        if agent_id is not None:
+            agent = self._get(Agent, agent_id)
+            if agent is None or agent.deleted or (not ctx.actor.is_admin and agent.owner_id != ctx.actor.id):
+                raise invalid("agent", f"no agent {agent_id} that you own")
+            if agent.status != "active":
+                raise Conflict(f"agent {agent_id} is inactive")
+            if agent.type != job_type:
+                raise invalid("agent", f"agent {agent_id} is for {agent.type} jobs, not {job_type}")
+            merged = {**agent.configuration, **merged}
+        schema = SCHEMAS.get(job_type)
+        if schema is not None and "language" in schema.model_fields and "language" not in merged:
+            language = self.effective_settings(ctx.actor.id).get("default_language")
+            if language:
+                merged["language"] = language
+        return self.validate_job(job_type, merged, file_fields)
+
+    def submit_job(self, cmd: SubmitJob, ctx: Context) -> tuple[UUID, Position]:
+        """Submit a job into the actor's project; it waits pending for a processor.
+
+        With an idempotency key the job id is derived from (user, key): a replay with the
+        same request answers the first job; with another request it is refused (422).
+
+        Raises Forbidden (viewer), InvalidCommand (type, parameters, files, project),
+        Conflict (inactive agent).
+        """
+        if cmd.priority not in PRIORITIES:
+            raise invalid("priority", f"must be one of {', '.join(PRIORITIES)}")
+        params = self.prepare_submission(cmd.type, cmd.parameters, cmd.agent_id, set(cmd.input_files), ctx)
+        project = self._get(Project, cmd.project_id)
+        if project is None or project.archived or (not ctx.actor.is_admin and project.owner_id != ctx.actor.id):
+            raise invalid("project", f"no project {cmd.project_id} that you own")
+        if cmd.idempotency_key:
+            earlier = self._get(Job, Job.create_id(ctx.actor.id, cmd.idempotency_key))
+            if earlier is not None:
+                return self._replay(earlier, cmd)
+        with acting_as(ctx):
+            job = Job(project_id=str(project.id), owner_id=ctx.actor.id, type=cmd.type, parameters=params,
+                      input_files=cmd.input_files, priority=cmd.priority,
+                      agent_id=str(cmd.agent_id) if cmd.agent_id else None,
+                      idempotency_key=cmd.idempotency_key, request_hash=cmd.request_hash)
+        try:
+            return job.id, self._save(job)
+        except Conflict:  # a concurrent replay with the same key won
+            earlier = self._get(Job, job.id)
+            if earlier is None or not cmd.idempotency_key:
+                raise
+            return self._replay(earlier, cmd)
+
+    def _replay(self, earlier: Job, cmd: SubmitJob) -> tuple[UUID, Position]:
+        if earlier.request_hash != cmd.request_hash:
+            raise InvalidCommand("this Idempotency-Key was used with another request",
+                                 errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with another body"}])
+        return earlier.id, self.head()
+
+    # -- reads of the write side --------------------------------------------------------------------
+
+    def get_job(self, job_id: UUID | str) -> Job:
+        """The job folded from the store. Raises NotFound."""
+        return self._load(Job, job_id, "job")
+
+    # -- processors ----------------------------------------------------------------------------------
+
+    def start_job(self, cmd: StartJob, ctx: Context) -> Position:
+        """Claim a pending job at ``expected_version``. Raises ClaimLost if anyone was first."""
+        require_admin(ctx.actor, "claims")
+        job = self.get_job(cmd.job_id)
+        if job.version != cmd.expected_version:
+            raise ClaimLost(f"job {job.id} moved on to version {job.version}")
+        with acting_as(ctx):
+            job.start(cmd.processor_id)
+        try:
+            return self._save(job)
+        except Conflict:
+            raise ClaimLost(f"job {job.id} was claimed by another processor") from None
+
+    def update_progress(self, cmd: UpdateProgress, ctx: Context) -> Position:
+        """Record progress (and log lines) of a running job. Raises Conflict, NotFound, Forbidden."""
+        require_admin(ctx.actor, "progress reports")
+
+        def change(job: Job) -> None:
+            job.report_progress(cmd.progress, cmd.stage)
+            job.append_logs(cmd.logs)
+
+        return self._change(Job, cmd.job_id, "job", ctx, change)
+
+    def append_logs(self, cmd: AppendLogs, ctx: Context) -> Position:
+        """Append log lines to a running job."""
+        require_admin(ctx.actor, "log reports")
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.append_logs(cmd.lines))
+
+    def complete_job(self, cmd: CompleteJob, ctx: Context) -> Position:
+        """Complete a running job with its result. Raises Conflict (not running, or the
+        claim belongs to another processor: a late result is refused)."""
+        require_admin(ctx.actor, "results")
+
+        def change(job: Job) -> None:
+            if cmd.processor_id is not None and job.processor_id != cmd.processor_id:
+                raise Conflict(f"job {job.id} is claimed by {job.processor_id}, not {cmd.processor_id}")
+            job.complete(cmd.result)
+
+        return self._change(Job, cmd.job_id, "job", ctx, change)
+
+    def fail_job(self, cmd: FailJob, ctx: Context) -> Position:
+        """Fail a job with ``code`` and ``message``. Raises Conflict if already finished."""
+        require_admin(ctx.actor, "failures")
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.fail(cmd.code, cmd.message))
+
+    def confirm_cancellation(self, cmd: ConfirmCancellation, ctx: Context) -> Position:
+        """Record a cancel-requested running job cancelled (processor checkpoint)."""
+        require_admin(ctx.actor, "cancellations")
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.confirm_cancelled(cmd.reason))
+
+    # -- users ---------------------------------------------------------------------------------------
+
+    def _owned(self, ctx: Context, change: Callable[[Job], None]) -> Callable[[Job], None]:
+        def run(job: Job) -> None:
+            if job.archived:
+                raise NotFound(f"no job {job.id}")
+            require_owner(ctx.actor, job.owner_id, "job", job.id)
+            change(job)
+
+        return run
+
+    def cancel_job(self, cmd: CancelJob, ctx: Context) -> tuple[str, Position]:
+        """Ask a job to stop; answers (``cancelled`` | ``cancel_requested`` | ``completed``,
+        position). Raises NotFound (not visible), Forbidden (viewer), Conflict (failed or cancelled).
+        """
+        outcome: list[str] = []
+        position = self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: outcome.append(job.cancel(cmd.reason))))
+        return outcome[-1], position
+
+    def update_job(self, cmd: UpdateJob, ctx: Context) -> Position:
+        """Edit a pending job's parameters (re-validated) and/or priority. Raises Conflict
+        when it is no longer pending."""
+        if cmd.priority is not None and cmd.priority not in PRIORITIES:
+            raise invalid("priority", f"must be one of {', '.join(PRIORITIES)}")
+
+        def change(job: Job) -> None:
+            changes: dict[str, Any] = {}
+            if cmd.parameters is not None:
+                changes["parameters"] = self.validate_job(job.type, cmd.parameters, set(job.input_files))
+            if cmd.priority is not None:
+                changes["priority"] = cmd.priority
+            job.update(changes)
+
+        return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, change))
+
+    def retry_job(self, cmd: RetryJob, ctx: Context) -> Position:
+        """Send a failed or cancelled job back to pending with ``attempt + 1``."""
+        return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: job.retry(cmd.reason)))
+
+    def archive_job(self, cmd: ArchiveJob, ctx: Context) -> Position:
+        """Hide a job from lists; a pending one is cancelled and a running one asked to stop."""
+
+        def change(job: Job) -> None:
+            if job.status not in FINISHED:
+                job.cancel("the job was archived")
+            job.archive()
+
+        return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, change))

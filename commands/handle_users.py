@@ -1,0 +1,101 @@
+"""Command handlers for users: create, update, (de)activate, passwords, logout."""
+
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+from commands.base import Position, ServiceBase, invalid
+from commands.context import Context, acting_as
+from commands.errors import Conflict, Forbidden, NotFound
+from commands.messages import ChangePassword, CreateUser, DeactivateUser, LogOut, ReactivateUser, ResetPassword, UpdateUser
+from commands.permissions import require_admin
+from commands.security import hash_password, verify_password
+from commands.user import User, user_id_for
+from events.users import ROLES
+
+_USERNAME = re.compile(r"^[\w.@+-]{1,150}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MIN_PASSWORD = 8
+
+
+def _check_password(password: str, field: str = "password") -> None:
+    if len(password) < MIN_PASSWORD or len(password) > 1024:
+        raise invalid(field, f"must be {MIN_PASSWORD}–1024 characters")
+
+
+def _check_email(email: str | None) -> None:
+    if email is not None and email != "" and (len(email) > 254 or not _EMAIL.match(email)):
+        raise invalid("email", "not an email address")
+
+
+class UserHandlers(ServiceBase):
+    """Users and their credentials. Admins manage everyone; a user their own password."""
+
+    def create_user(self, cmd: CreateUser, ctx: Context) -> tuple[UUID, Position]:
+        """Create a user. Raises Forbidden (not admin), InvalidCommand, Conflict (name taken)."""
+        require_admin(ctx.actor, "user management")
+        username = cmd.username.strip()
+        if not _USERNAME.match(username):
+            raise invalid("username", "1–150 letters, digits and @.+-_")
+        if cmd.role not in ROLES:
+            raise invalid("role", f"must be one of {', '.join(ROLES)}")
+        _check_password(cmd.password)
+        _check_email(cmd.email)
+        with acting_as(ctx):
+            user = User(username=username, role=cmd.role, email=cmd.email or None, password_hash=hash_password(cmd.password))
+        try:
+            return user.id, self._save(user)
+        except Conflict:
+            raise Conflict(f"a user named {username!r} exists") from None
+
+    def user_exists(self, username: str) -> bool:
+        """Whether a user of that name is in the store."""
+        return self._get(User, user_id_for(username)) is not None
+
+    def update_user(self, cmd: UpdateUser, ctx: Context) -> Position:
+        """Change email (the user or admins) and role (admins). Raises Forbidden, NotFound."""
+        if not ctx.actor.is_admin:
+            if str(cmd.user_id) != ctx.actor.id:
+                raise NotFound(f"no user {cmd.user_id}")
+            if cmd.role is not None:
+                raise Forbidden("only admins change roles")
+        if cmd.role is not None and cmd.role not in ROLES:
+            raise invalid("role", f"must be one of {', '.join(ROLES)}")
+        _check_email(cmd.email)
+        changes = {k: v for k, v in (("email", cmd.email), ("role", cmd.role)) if v is not None}
+        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.update(changes))
+
+    def deactivate_user(self, cmd: DeactivateUser, ctx: Context) -> Position:
+        """Deactivate a user (admins; not oneself). Raises Forbidden, NotFound, Conflict."""
+        require_admin(ctx.actor, "user management")
+        if str(cmd.user_id) == ctx.actor.id:
+            raise Conflict("you cannot deactivate yourself")
+        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.deactivate())
+
+    def reactivate_user(self, cmd: ReactivateUser, ctx: Context) -> Position:
+        """Reactivate a user (admins)."""
+        require_admin(ctx.actor, "user management")
+        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.reactivate())
+
+    def change_password(self, cmd: ChangePassword, ctx: Context) -> Position:
+        """The acting user changes their password. Raises InvalidCommand (wrong old password)."""
+        _check_password(cmd.new_password, "new_password")
+
+        def change(user: User) -> None:
+            if not verify_password(user.password_hash, cmd.old_password):
+                raise invalid("old_password", "is not your current password")
+            user.change_password(hash_password(cmd.new_password), cmd.kept_session)
+
+        return self._change(User, ctx.actor.id, "user", ctx, change)
+
+    def reset_password(self, cmd: ResetPassword, ctx: Context) -> Position:
+        """An admin sets a user's password; all their sessions end."""
+        require_admin(ctx.actor, "password resets")
+        _check_password(cmd.new_password, "new_password")
+        new_hash = hash_password(cmd.new_password)
+        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.change_password(new_hash, None))
+
+    def log_out(self, cmd: LogOut, ctx: Context) -> Position:
+        """Revoke the acting user's session ``cmd.session``."""
+        return self._change(User, ctx.actor.id, "user", ctx, lambda u: u.log_out(cmd.session))
