@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import BigInteger, Column, DateTime, Engine, MetaData, String, Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from events import JobSubmitted, to_envelope
+from events import JobRetried, JobSubmitted, to_envelope
 from infra.kafka import events_topic, make_producer, work_topic
 from projections import tables as rm
 from projections.follow import NotificationSource, StoreWaiter
@@ -124,7 +124,7 @@ class OutboxRelay:
             envelope = to_envelope(event, n.id)
             key = envelope["aggregate_id"]
             futures.append(producer.send(events_topic(self.prefix), key=key, value=envelope))
-            if isinstance(event, JobSubmitted):
+            if isinstance(event, (JobSubmitted, JobRetried)):
                 msg = work_message(key, event.type, event.originator_version, n.id, event.priority)
                 futures.append(producer.send(work_topic(self.prefix, event.type), key=key, value=msg))
         producer.flush(timeout=15)

@@ -133,7 +133,7 @@ class Processor:
             return None
         if job.status != PENDING:
             return None
-        ctx = Context(self.actor, f"run-{job_id}-{job.attempt + 1}")
+        ctx = Context(self.actor, f"run-{job_id}-{job.attempt}")
         try:
             self.platform.start_job(StartJob(job_id, job.version, self.processor_id), ctx)
         except ClaimLost:
