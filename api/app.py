@@ -6,8 +6,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
+from api.audit import AuditMiddleware
 from api.deps import Services
-from api.routers import jobs, ops, projects, tokens
+from api.routers import config, jobs, ops, projects, results, tokens, users
 
 
 def create_app(services: Services, *, cors_origins: list[str] | None = None) -> FastAPI:
@@ -19,6 +20,7 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None) -> 
         "Log in at POST /api/token/ and send `Authorization: Bearer <access>`.",
     )
     app.state.services = services
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(errors.RequestIdMiddleware)
     if cors_origins:
         app.add_middleware(
@@ -30,6 +32,17 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None) -> 
             expose_headers=["Aiorch-Position", "X-Request-ID", "Location"],
         )
     errors.install(app)
-    for module in (tokens, projects, jobs, ops):
-        app.include_router(module.router)
+    for router in (
+        tokens.router,
+        users.users,
+        users.profiles,
+        projects.router,
+        jobs.router,
+        results.router,
+        config.settings_router,
+        config.agents_router,
+        config.providers_router,
+        ops.router,
+    ):
+        app.include_router(router)
     return app

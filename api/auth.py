@@ -24,13 +24,15 @@ class TokenIssuer:
     refresh_ttl_s: int = 7 * 24 * 3600
 
     def _issue(self, user: dict[str, Any], kind: str, ttl: int, extra: dict[str, Any] | None = None) -> str:
-        now = int(time.time())
+        now_us = time.time_ns() // 1000
+        now = now_us // 1_000_000
         claims = {
             "sub": user["id"],
             "username": user["username"],
             "role": user["role"],
             "type": kind,
             "iat": now,
+            "iat_us": now_us,  # microseconds: a password change revokes tokens issued before it
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
             **(extra or {}),

@@ -7,12 +7,13 @@ import time
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, select
 
 from api.auth import TokenIssuer
 from api.errors import ServiceUnavailable, request_id
+from api.signing import UrlSigner
 from commands.context import Actor, Context
 from commands.errors import Unauthenticated
 from commands.service import Platform
@@ -41,9 +42,18 @@ class Services:
         read_wait_s: float,
         max_upload_bytes: int,
         catalog: Any,
+        signer: UrlSigner,
+        effective_settings: Any,
     ) -> None:
         self.platform, self.engine, self.blobs, self.tokens = platform, engine, blobs, tokens
         self.read_wait_s, self.max_upload_bytes, self.catalog = read_wait_s, max_upload_bytes, catalog
+        self.signer, self.effective_settings = signer, effective_settings
+
+    def upload_limit(self, user_id: str) -> int:
+        """Bytes one uploaded file may have: the user's ``max_file_size_mb`` (1 MB = 1,048,576
+        bytes), never above the deployment's ``AIORCH_MAX_UPLOAD_BYTES``."""
+        mb = self.effective_settings(user_id).get("max_file_size_mb") or 0
+        return min(int(mb * 1024 * 1024) or self.max_upload_bytes, self.max_upload_bytes)
 
     def projected_position(self) -> int:
         """The read models' position."""
@@ -70,21 +80,47 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-_bearer = HTTPBearer(auto_error=False, description="an access token from POST /api/token/")
+bearer = HTTPBearer(auto_error=False, description="an access token from POST /api/token/")
+
+
+def check_token(services: Services, token: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Decode ``token`` and check it against the read models: the user exists and is
+    active, its session was not logged out, and it was issued after the user's last
+    password change (except the session kept by that change).
+
+    Returns (claims, user row). Raises Unauthenticated (401).
+    """
+    claims = services.tokens.decode(token, kind)
+    session = claims.get("rid") or claims.get("jti")
+    with services.engine.connect() as conn:
+        row = conn.execute(select(t.users).where(t.users.c.id == claims["sub"])).mappings().first()
+        revoked = (
+            session is not None
+            and conn.execute(select(t.revoked_sessions.c.session).where(t.revoked_sessions.c.session == session)).first()
+        )
+    if row is None or not row["is_active"]:
+        raise Unauthenticated("the user is unknown or inactive")
+    if revoked:
+        raise Unauthenticated("the session was logged out")
+    valid_after = row["tokens_valid_after"]
+    issued_us = claims.get("iat_us", claims["iat"] * 1_000_000)
+    if valid_after is not None and issued_us < valid_after.timestamp() * 1_000_000 and session != row["kept_session"]:
+        raise Unauthenticated("the token was revoked by a password change or reactivation")
+    return claims, dict(row)
 
 
 def current_user(
-    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> dict[str, Any]:
     """The authenticated user's read-model row. Raises Unauthenticated (401)."""
     if credentials is None:
         raise Unauthenticated("authentication credentials were not provided")
-    claims = services.tokens.decode(credentials.credentials, "access")
-    with services.engine.connect() as conn:
-        row = conn.execute(select(t.users).where(t.users.c.id == claims["sub"])).mappings().first()
-    if row is None or not row["is_active"]:
-        raise Unauthenticated("the user is unknown or inactive")
-    return dict(row)
+    claims, user = check_token(services, credentials.credentials, "access")
+    user["session"] = claims.get("rid")
+    request.state.user = user
+    return user
 
 
 CurrentUser = Annotated[dict[str, Any], Depends(current_user)]
@@ -121,3 +157,19 @@ async def created(services: Services, position: int, location: str, resource_id:
     if await asyncio.to_thread(services.wait_for, position):
         return JSONResponse(await asyncio.to_thread(fetch), status_code=201, headers=headers)
     return JSONResponse({"id": resource_id, "position": position}, status_code=202, headers=headers)
+
+
+async def after_write(services: Services, position: int, fetch: Any = None, status_code: int = 200) -> Response:
+    """Answer a write once the read models include ``position``: ``fetch()`` as JSON (or
+    204 without ``fetch``), with ``Aiorch-Position``; 202 ``{position}`` if they lag."""
+    headers = {"Aiorch-Position": str(position)}
+    if not await asyncio.to_thread(services.wait_for, position):
+        return JSONResponse({"position": position}, status_code=202, headers=headers)
+    if fetch is None:
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(await asyncio.to_thread(fetch), status_code=status_code, headers=headers)
+
+
+def actor_context(request: Request, user: dict[str, Any]) -> Context:
+    """The command context of ``user`` acting through ``request``."""
+    return Context(actor=Actor(id=user["id"], username=user["username"], role=user["role"]), correlation_id=request_id(request))

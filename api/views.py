@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Select
 
 from projections import tables as t
+
+Sign = Callable[[str], str]
 
 
 def iso(value: Any) -> Any:
@@ -27,8 +30,8 @@ def project_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def job_json(row: dict[str, Any]) -> dict[str, Any]:
-    """The contract's job shape."""
+def job_json(row: dict[str, Any], sign: Sign) -> dict[str, Any]:
+    """The contract's job shape; file URLs are signed download links."""
     job_id = row["id"]
     files = {
         field: {
@@ -36,7 +39,7 @@ def job_json(row: dict[str, Any]) -> dict[str, Any]:
             "size": f["size"],
             "content_type": f["content_type"],
             "sha256": f["sha256"],
-            "url": f"/api/jobs/{job_id}/files/{field}/",
+            "url": sign(f"/api/jobs/{job_id}/files/{field}/"),
         }
         for field, f in (row["input_files"] or {}).items()
     }
@@ -63,11 +66,16 @@ def job_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def result_json(row: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
+def result_json(row: dict[str, Any], logs: list[dict[str, Any]], sign: Sign) -> dict[str, Any]:
     """The contract's result shape; the first file is the main one."""
     job_id = row["job_id"]
     files = [
-        {"name": f["name"], "content_type": f["content_type"], "size": f["size"], "url": f"/api/jobs/{job_id}/result/files/{i}/"}
+        {
+            "name": f["name"],
+            "content_type": f["content_type"],
+            "size": f["size"],
+            "url": sign(f"/api/jobs/{job_id}/result/files/{i}/"),
+        }
         for i, f in enumerate(row["files"])
     ]
     main = files[0] if files else None
@@ -89,13 +97,71 @@ def log_json(row: dict[str, Any]) -> dict[str, Any]:
     return {"at": iso(row["at"]), "level": row["level"], "message": row["message"]}
 
 
+def profile_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{id, username, email, role, is_active, created_at}``."""
+    return {
+        "id": row["id"],
+        "username": row["username"],
+        "email": row["email"],
+        "role": row["role"],
+        "is_active": row["is_active"],
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def setting_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{id, key, value, user, created_at, updated_at}``."""
+    return {
+        "id": row["id"],
+        "key": row["key"],
+        "value": row["value"],
+        "user": row["user_id"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def agent_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{id, name, description, type, status, configuration, provider, created_by, created_at, updated_at}``."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "type": row["type"],
+        "status": row["status"],
+        "configuration": row["configuration"],
+        "provider": row["provider_id"],
+        "created_by": {"id": row["owner_id"], "username": row["owner_username"]},
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def provider_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{id, name, kind, base_url, has_api_key, enabled, created_at}`` (never the key)."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "kind": row["kind"],
+        "base_url": row["base_url"],
+        "has_api_key": row["has_api_key"],
+        "enabled": row["enabled"],
+        "created_at": iso(row["created_at"]),
+    }
+
+
 def visible_projects(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
-    """Admins and viewers see every project; editors their own."""
+    """Admins and viewers see every live project; editors their own."""
     stmt = stmt.where(t.projects.c.archived.is_(False))
     return stmt.where(t.projects.c.owner_id == user["id"]) if user["role"] == "editor" else stmt
 
 
 def visible_jobs(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
-    """Admins and viewers see every job; editors their own."""
+    """Admins and viewers see every live job; editors their own."""
     stmt = stmt.where(t.jobs.c.archived.is_(False))
     return stmt.where(t.jobs.c.created_by_id == user["id"]) if user["role"] == "editor" else stmt
+
+
+def visible_agents(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
+    """Admins and viewers see every agent; editors their own."""
+    return stmt.where(t.agents.c.owner_id == user["id"]) if user["role"] == "editor" else stmt

@@ -30,8 +30,15 @@ class Agent(PlatformAggregate):
     AgentDeleted = AgentDeleted
 
     @event(AgentCreated)
-    def __init__(self, name: str, description: str, type: str, configuration: dict[str, Any],  # noqa: A002
-                 provider_id: str | None, owner_id: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        type: str,
+        configuration: dict[str, Any],
+        provider_id: str | None,
+        owner_id: str,
+    ) -> None:
         self.name, self.description, self.type = name, description, type
         self.configuration, self.provider_id, self.owner_id = configuration, provider_id, owner_id
         self.status, self.deleted = "active", False

@@ -28,6 +28,6 @@ class PlatformAggregate(Aggregate):
         super().trigger_event(event_class, **kwargs)
 
     @classmethod
-    def _create(cls, event_class: type[Any], *, id: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+    def _create(cls, event_class: type[Any], *, id: Any = None, **kwargs: Any) -> Any:
         _stamp(kwargs)
         return super()._create(event_class, id=id, **kwargs)

@@ -67,8 +67,7 @@ class ServiceBase(Application):
         """The store's last position (0 when empty)."""
         return self.recorder.max_notification_id() or 0
 
-    def _change(self, cls: type[A], aggregate_id: UUID | str, what: str, ctx: Context,
-                change: Callable[[A], None]) -> Position:
+    def _change(self, cls: type[A], aggregate_id: UUID | str, what: str, ctx: Context, change: Callable[[A], None]) -> Position:
         """Load, change (which authorizes and checks) and save, retrying on a concurrent
         write: these commands carry no expected version, so a fresh load is the right base."""
         for attempt in range(CONFLICT_RETRIES):

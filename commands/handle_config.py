@@ -115,8 +115,14 @@ class ConfigHandlers(ServiceBase):
         configuration = validate_configuration(cmd.type, cmd.configuration)
         provider_id = self._check_provider(cmd.provider_id)
         with acting_as(ctx):
-            agent = Agent(name=cmd.name.strip(), description=cmd.description, type=cmd.type,
-                          configuration=configuration, provider_id=provider_id, owner_id=ctx.actor.id)
+            agent = Agent(
+                name=cmd.name.strip(),
+                description=cmd.description,
+                type=cmd.type,
+                configuration=configuration,
+                provider_id=provider_id,
+                owner_id=ctx.actor.id,
+            )
         return agent.id, self._save(agent)
 
     def update_agent(self, cmd: UpdateAgent, ctx: Context) -> Position:
@@ -175,8 +181,9 @@ class ConfigHandlers(ServiceBase):
             raise invalid("base_url", "an openai_compatible provider needs a base_url")
         encrypted = self.encrypt(cmd.api_key) if cmd.api_key else None
         with acting_as(ctx):
-            provider = Provider(name=cmd.name.strip(), kind=cmd.kind, base_url=cmd.base_url,
-                                api_key_encrypted=encrypted, enabled=cmd.enabled)
+            provider = Provider(
+                name=cmd.name.strip(), kind=cmd.kind, base_url=cmd.base_url, api_key_encrypted=encrypted, enabled=cmd.enabled
+            )
         return provider.id, self._save(provider)
 
     def update_provider(self, cmd: UpdateProvider, ctx: Context) -> Position:

@@ -58,8 +58,9 @@ class JobHandlers(ServiceBase):
             raise invalid(absent[0], f"a {job_type} job needs the file {absent[0]!r}")
         return params
 
-    def prepare_submission(self, job_type: str, parameters: dict[str, Any], agent_id: UUID | None,
-                           file_fields: set[str], ctx: Context) -> dict[str, Any]:
+    def prepare_submission(
+        self, job_type: str, parameters: dict[str, Any], agent_id: UUID | None, file_fields: set[str], ctx: Context
+    ) -> dict[str, Any]:
         """The parameters a submission will run with: the agent's configuration for what
         it omits, the user's ``default_language`` where a language is taken, validated.
 
@@ -103,10 +104,17 @@ class JobHandlers(ServiceBase):
             if earlier is not None:
                 return self._replay(earlier, cmd)
         with acting_as(ctx):
-            job = Job(project_id=str(project.id), owner_id=ctx.actor.id, type=cmd.type, parameters=params,
-                      input_files=cmd.input_files, priority=cmd.priority,
-                      agent_id=str(cmd.agent_id) if cmd.agent_id else None,
-                      idempotency_key=cmd.idempotency_key, request_hash=cmd.request_hash)
+            job = Job(
+                project_id=str(project.id),
+                owner_id=ctx.actor.id,
+                type=cmd.type,
+                parameters=params,
+                input_files=cmd.input_files,
+                priority=cmd.priority,
+                agent_id=str(cmd.agent_id) if cmd.agent_id else None,
+                idempotency_key=cmd.idempotency_key,
+                request_hash=cmd.request_hash,
+            )
         try:
             return job.id, self._save(job)
         except Conflict:  # a concurrent replay with the same key won
@@ -117,8 +125,10 @@ class JobHandlers(ServiceBase):
 
     def _replay(self, earlier: Job, cmd: SubmitJob) -> tuple[UUID, Position]:
         if earlier.request_hash != cmd.request_hash:
-            raise InvalidCommand("this Idempotency-Key was used with another request",
-                                 errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with another body"}])
+            raise InvalidCommand(
+                "this Idempotency-Key was used with another request",
+                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with another body"}],
+            )
         return earlier.id, self.head()
 
     # -- reads of the write side --------------------------------------------------------------------

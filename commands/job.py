@@ -56,7 +56,7 @@ class Job(PlatformAggregate):
         self,
         project_id: str,
         owner_id: str,
-        type: str,  # noqa: A002
+        type: str,
         parameters: dict[str, Any],
         input_files: dict[str, dict[str, Any]],
         priority: str,
@@ -189,7 +189,7 @@ class Job(PlatformAggregate):
             setattr(self, key, value)
 
     @event(JobRetried)
-    def _retried(self, attempt: int, reason: str, type: str, priority: str) -> None:  # noqa: A002
+    def _retried(self, attempt: int, reason: str, type: str, priority: str) -> None:
         self.status, self.attempt, self.progress, self.stage = PENDING, attempt, 0, "queued"
         self.processor_id, self.cancel_requested, self.result, self.error = None, False, None, None
 

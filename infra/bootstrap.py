@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from commands.service import Platform
+from commands.setting_keys import DEFAULTS
 from infra.blobs import LocalBlobStore
 from infra.db import conninfo, make_engine, store_env
+from infra.secrets import fernet
 from infra.settings import Settings
+from projections import queries
 from projections.follow import StoreWaiter
 from projections.projector import Projector
 
@@ -39,27 +41,6 @@ def resolve_urls(settings: Settings) -> Settings:
     if not settings.kafka_bootstrap_servers and runtime.get("kafka_bootstrap_servers"):
         updates["kafka_bootstrap_servers"] = runtime["kafka_bootstrap_servers"]
     return settings.model_copy(update=updates) if updates else settings
-
-
-def secret_key(settings: Settings) -> str:
-    """The JWT signing key: ``AIORCH_SECRET_KEY``, else one generated and kept in the data
-    folder (development only).
-
-    Raises:
-        RuntimeError: no key configured in production (``AIORCH_ENVIRONMENT=production``).
-    """
-    if settings.secret_key:
-        return settings.secret_key
-    if settings.environment == "production":
-        raise RuntimeError("AIORCH_SECRET_KEY must be set in production")
-    path = settings.data_dir / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(48))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return path.read_text().strip()
 
 
 def engine_catalog(model_dir: Path) -> list[dict[str, Any]]:
@@ -117,6 +98,10 @@ class System:
                 return [] if entry["available"] else list(entry.get("missing") or ["engine"])
         return []
 
+    def effective_settings(self, user_id: str | None) -> dict[str, Any]:
+        """The user's settings: user over global over defaults."""
+        return queries.effective_settings(self.engine, user_id, DEFAULTS)
+
     def projector(self) -> Projector:
         """A projector of the read models following this store."""
         return Projector(
@@ -149,9 +134,15 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     platform = Platform(env=store_env(settings.database_url, pool_size=settings.db_pool_size))
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     system = System(settings, platform, engine, LocalBlobStore(settings.resolved_blob_dir), settings.database_url)
+    cipher = fernet(settings)
     platform.missing_engine = system.missing_engine
+    platform.effective_settings = system.effective_settings
+    platform.open_job_ids = lambda project_id: queries.open_job_ids(engine, project_id)
+    platform.encrypt = lambda text: cipher.encrypt(text.encode()).decode()
     if create_tables:
+        from api.audit import create_audit_table
         from projections import tables
 
         tables.metadata.create_all(engine)
+        create_audit_table(engine)
     return system

@@ -13,11 +13,13 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.auth import TokenIssuer
 from api.deps import Services
+from api.signing import UrlSigner
 from commands.context import SYSTEM, Context
 from commands.errors import Conflict
 from commands.messages import CreateUser
-from infra.bootstrap import System, secret_key
+from infra.bootstrap import System
 from infra.relay import OutboxRelay
+from infra.secrets import secret_key
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +27,17 @@ log = logging.getLogger(__name__)
 def api_app(system: System) -> FastAPI:
     """The FastAPI app of ``system``."""
     s = system.settings
-    tokens = TokenIssuer(secret_key(s), s.access_token_ttl_s, s.refresh_token_ttl_s)
+    secret = secret_key(s)
     services = Services(
         system.platform,
         system.engine,
         system.blobs,
-        tokens,
+        TokenIssuer(secret, s.access_token_ttl_s, s.refresh_token_ttl_s),
         read_wait_s=s.read_wait_s,
         max_upload_bytes=s.max_upload_bytes,
         catalog=system.catalog,
+        signer=UrlSigner(secret),
+        effective_settings=system.effective_settings,
     )
     return create_app(services, cors_origins=s.cors_origin_list)
 

@@ -72,9 +72,10 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
 
     system = bootstrap(settings)  # creates tables once, before the roles race for them
     bootstrap_admin(system)
-    from infra.bootstrap import secret_key
+    from infra.secrets import fernet, secret_key
 
-    secret_key(settings)  # generate it once, before several children read it
+    secret_key(settings)  # generate them once, before several children read them
+    fernet(settings)
     system.close()
 
     api_url = f"http://{host}:{port}"

@@ -99,8 +99,9 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: UserPasswordChanged, conn: Connection, position: int) -> None:
-        self._touch(conn, t.users, e, position, password_hash=e.password_hash, tokens_valid_after=e.timestamp,
-                    kept_session=e.kept_session)
+        self._touch(
+            conn, t.users, e, position, password_hash=e.password_hash, tokens_valid_after=e.timestamp, kept_session=e.kept_session
+        )
 
     @apply.register
     def _(self, e: UserLoggedOut, conn: Connection, position: int) -> None:
@@ -117,8 +118,16 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: SettingCreated, conn: Connection, position: int) -> None:
-        row = {"id": str(e.originator_id), "key": e.key, "value": e.value, "user_id": e.user_id, "deleted": False,
-               "created_at": e.timestamp, "updated_at": e.timestamp, "position": position}
+        row = {
+            "id": str(e.originator_id),
+            "key": e.key,
+            "value": e.value,
+            "user_id": e.user_id,
+            "deleted": False,
+            "created_at": e.timestamp,
+            "updated_at": e.timestamp,
+            "position": position,
+        }
         conn.execute(pg_insert(t.settings).values(row).on_conflict_do_nothing())
 
     @apply.register
@@ -132,10 +141,20 @@ class ReadModelProjection:
     @apply.register
     def _(self, e: AgentCreated, conn: Connection, position: int) -> None:
         owner = conn.execute(select(t.users.c.username).where(t.users.c.id == e.owner_id)).scalar()
-        row = {"id": str(e.originator_id), "name": e.name, "description": e.description, "type": e.type,
-               "status": "active", "configuration": e.configuration, "provider_id": e.provider_id,
-               "owner_id": e.owner_id, "owner_username": owner, "created_at": e.timestamp,
-               "updated_at": e.timestamp, "position": position}
+        row = {
+            "id": str(e.originator_id),
+            "name": e.name,
+            "description": e.description,
+            "type": e.type,
+            "status": "active",
+            "configuration": e.configuration,
+            "provider_id": e.provider_id,
+            "owner_id": e.owner_id,
+            "owner_username": owner,
+            "created_at": e.timestamp,
+            "updated_at": e.timestamp,
+            "position": position,
+        }
         conn.execute(pg_insert(t.agents).values(row).on_conflict_do_nothing())
 
     @apply.register
@@ -156,9 +175,17 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: ProviderCreated, conn: Connection, position: int) -> None:
-        row = {"id": str(e.originator_id), "name": e.name, "kind": e.kind, "base_url": e.base_url,
-               "has_api_key": bool(e.api_key_encrypted), "enabled": e.enabled, "created_at": e.timestamp,
-               "updated_at": e.timestamp, "position": position}
+        row = {
+            "id": str(e.originator_id),
+            "name": e.name,
+            "kind": e.kind,
+            "base_url": e.base_url,
+            "has_api_key": bool(e.api_key_encrypted),
+            "enabled": e.enabled,
+            "created_at": e.timestamp,
+            "updated_at": e.timestamp,
+            "position": position,
+        }
         conn.execute(pg_insert(t.providers).values(row).on_conflict_do_nothing())
 
     @apply.register
@@ -229,9 +256,21 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: JobRetried, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, status="pending", attempt=e.attempt, progress=0, stage="queued",
-                  processor_id=None, started_at=None, finished_at=None, error=None, has_result=False,
-                  cancel_requested=False)
+        self._job(
+            conn,
+            e,
+            position,
+            status="pending",
+            attempt=e.attempt,
+            progress=0,
+            stage="queued",
+            processor_id=None,
+            started_at=None,
+            finished_at=None,
+            error=None,
+            has_result=False,
+            cancel_requested=False,
+        )
 
     @apply.register
     def _(self, e: JobArchived, conn: Connection, position: int) -> None:

@@ -173,4 +173,3 @@ providers = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("position", BigInteger, nullable=False),
 )
-

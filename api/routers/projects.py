@@ -7,14 +7,15 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
-from api.deps import CommandCtx, CurrentUser, ReadPosition, ServicesDep, created
+from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import ProjectIn, ProjectOut
 from api.views import job_json, project_json, visible_jobs, visible_projects
 from commands.errors import NotFound
-from commands.messages import CreateProject
+from commands.messages import ArchiveProject, CreateProject, UpdateProject
 from projections import tables as t
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
@@ -91,4 +92,50 @@ def project_jobs(
     load_project(services, user, str(project_id))
     stmt = visible_jobs(select(t.jobs), user).where(t.jobs.c.project_id == str(project_id))
     with services.engine.connect() as conn:
-        return paginate(request, conn, stmt.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id), params, job_json)
+        return paginate(
+            request,
+            conn,
+            stmt.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id),
+            params,
+            lambda r: job_json(r, services.signer.sign),
+        )
+
+
+class ProjectPatch(BaseModel):
+    """Fields to change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+async def _update(
+    project_id: UUID, name: str | None, description: str | None, services: Services, ctx: Any, user: dict[str, Any]
+) -> Response:
+    load_project(services, user, str(project_id))
+    position = await asyncio.to_thread(services.platform.update_project, UpdateProject(project_id, name, description), ctx)
+    return await after_write(services, position, lambda: project_json(load_project(services, user, str(project_id))))
+
+
+@router.put("/{project_id}/", response_model=ProjectOut)
+async def replace_project(
+    project_id: UUID, body: ProjectIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
+) -> Response:
+    """Replace a project's name and description (owner or admins)."""
+    return await _update(project_id, body.name, body.description, services, ctx, user)
+
+
+@router.patch("/{project_id}/", response_model=ProjectOut)
+async def update_project(
+    project_id: UUID, body: ProjectPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
+) -> Response:
+    """Change a project's name and/or description (owner or admins)."""
+    return await _update(project_id, body.name, body.description, services, ctx, user)
+
+
+@router.delete("/{project_id}/", status_code=204, response_class=Response)
+async def archive_project(project_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+    """Archive a project (204): it leaves lists, its history stays replayable; its pending
+    jobs are cancelled and running ones asked to stop."""
+    load_project(services, user, str(project_id))
+    position = await asyncio.to_thread(services.platform.archive_project, ArchiveProject(project_id), ctx)
+    return await after_write(services, position)
