@@ -102,6 +102,13 @@ class System:
         """The user's settings: user over global over defaults."""
         return queries.effective_settings(self.engine, user_id, DEFAULTS)
 
+    def projector_position(self) -> int:
+        """The read models' position."""
+        from projections.projector import current_position
+
+        with self.engine.connect() as conn:
+            return current_position(conn)
+
     def projector(self) -> Projector:
         """A projector of the read models following this store."""
         return Projector(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -99,6 +102,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
     from processors.engines import build_engines
     from processors.run import RunTuning
     from processors.worker import Processor
+    from projections import queries
     from projections import tables as t
 
     s = system.settings
@@ -122,6 +126,25 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
                 ).scalar_one()
             )
 
+    @contextmanager
+    def slot_guard(owner_id: str) -> Iterator[bool]:
+        """Serialise claims for one owner (a PostgreSQL advisory lock) and say whether
+        they run fewer than ``max_concurrent_jobs``; after a claim, hold the lock until
+        the read models show it, so the next claimer counts it."""
+        key = func.hashtext(f"aiorch-slots:{owner_id}")
+        with system.engine.connect() as conn:
+            conn.execute(select(func.pg_advisory_lock(key)))
+            try:
+                limit = int(system.effective_settings(owner_id).get("max_concurrent_jobs") or 0)
+                yield limit <= 0 or queries.running_jobs(system.engine, owner_id) < limit
+                deadline = time.monotonic() + 5.0
+                head = system.platform.head()
+                while time.monotonic() < deadline and system.projector_position() < head:
+                    time.sleep(0.01)
+            finally:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+                conn.commit()
+
     return Processor(
         system.platform,
         engines,
@@ -131,5 +154,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
         processor_id=processor_id_ or processor_id(),
         tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s),
         stale_probe=stale_probe,
+        slot_guard=slot_guard,
+        limits=system.effective_settings,
         stale_check_s=max(s.requeue_after_s, 1.0),
     )

@@ -50,8 +50,10 @@ class JobRun:
         blob_path: Callable[[str], Path],
         store_result: Callable[[Path, str], dict[str, Any]],
         tuning: RunTuning,
+        limits: dict[str, Any] | None = None,
     ) -> None:
         self.platform, self.job, self.engine, self.ctx = platform, job, engine, ctx
+        self.limits = limits or {}
         self.blob_path, self.store_result, self.tuning = blob_path, store_result, tuning
         self.job_id: UUID = job.id
         self._lock = threading.Lock()
@@ -122,7 +124,7 @@ class JobRun:
             inputs = {field: self.blob_path(f["blob"]) for field, f in self.job.input_files.items()}
             ectx = EngineContext(
                 job_id=str(self.job_id),
-                parameters=dict(self.job.parameters),
+                parameters={**self.job.parameters, **self._limit_parameters()},
                 input_files=inputs,
                 work_dir=work_dir,
                 report=self.report,
@@ -150,6 +152,11 @@ class JobRun:
             return "completed"
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _limit_parameters(self) -> dict[str, Any]:
+        """The owner's limits the engine enforces (``_max_input_duration_s`` seconds)."""
+        limit = self.limits.get("max_input_duration_s")
+        return {"_max_input_duration_s": float(limit)} if limit else {}
 
     def _fail(self, code: str, message: str) -> str:
         self.log("error", message)

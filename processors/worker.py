@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -54,11 +55,15 @@ class Processor:
         tuning: RunTuning | None = None,
         stale_probe: Callable[[list[str]], int] | None = None,
         stale_check_s: float = 10.0,
+        slot_guard: Callable[[str], AbstractContextManager[bool]] | None = None,
+        limits: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
         self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
         self.tuning = tuning or RunTuning()
         self.stale_probe, self.stale_check_s = stale_probe, stale_check_s
+        self.slot_guard, self.limits = slot_guard, limits
+        self._deferred: dict[str, dict[str, Any]] = {}  # job id → work message waiting for a free slot
         self.actor = Actor(id=processor_id, username=None, role="processor")
         self._stop = threading.Event()
         self._consumer: Any = None
@@ -84,6 +89,8 @@ class Processor:
                     for record in records:
                         self.handle(record.value, consumer)
                         consumer.commit()
+                if not batches and self._deferred:
+                    self._retry_deferred(consumer)
                 now = time.monotonic()
                 if not batches and self.stale_probe and now - last_stale_check > self.stale_check_s:
                     last_stale_check = now
@@ -134,16 +141,29 @@ class Processor:
         if job.status != PENDING:
             return None
         ctx = Context(self.actor, f"run-{job_id}-{job.attempt}")
-        try:
-            self.platform.start_job(StartJob(job_id, job.version, self.processor_id), ctx)
-        except ClaimLost:
-            return None
+        with self.slot_guard(job.owner_id) if self.slot_guard else nullcontext(True) as has_slot:
+            if not has_slot:  # the owner's max_concurrent_jobs run already: wait pending
+                self._deferred[str(job_id)] = message
+                return None
+            self._deferred.pop(str(job_id), None)
+            try:
+                self.platform.start_job(StartJob(job_id, job.version, self.processor_id), ctx)
+            except ClaimLost:
+                return None
         job = self.platform.get_job(job_id)
-        run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, self.tuning)
+        limits = self.limits(job.owner_id) if self.limits else {}
+        run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, self.tuning, limits)
         status = self._run_beside_poll(run, consumer)
         self.completed.append(str(job_id))
         log.info("job %s (%s) %s on %s", job_id, job_type, status, self.processor_id)
         return status
+
+    def _retry_deferred(self, consumer: Any) -> None:
+        """Try again the work that waited for its owner's free slot (oldest first)."""
+        for job_id, message in list(self._deferred.items()):
+            self._deferred.pop(job_id, None)
+            if self.handle(message, consumer) is not None:
+                return  # ran one job: poll Kafka again before the next
 
     def _run_beside_poll(self, run: JobRun, consumer: Any) -> str:
         """Run the job in a thread while the consumer keeps polling with its partitions
