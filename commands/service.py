@@ -14,5 +14,7 @@ class Platform(UserHandlers, ProjectHandlers, JobHandlers, ConfigHandlers):
     """The write side. Its events live in PostgreSQL table ``aiorch_events``; see
     :class:`commands.base.ServiceBase` for the hooks the composition root fills in."""
 
+    name = "aiorch"  # eventsourcing names the events table after it: ``aiorch_events``
+
 
 __all__ = ["PRIORITIES", "Platform", "Position"]

@@ -25,14 +25,27 @@ class World:
 
     def __init__(self, system: Any, base: str) -> None:
         self.system, self.base = system, base
-        ids = {role: create_user(system, name, f"{name}-password", role) for name, role in
-               (("admin", "admin"), ("owner", "editor"), ("other", "editor"), ("viewer", "viewer"), ("gone", "editor"))}
+        ids = {
+            role: create_user(system, name, f"{name}-password", role)
+            for name, role in (
+                ("admin", "admin"),
+                ("owner", "editor"),
+                ("other", "editor"),
+                ("viewer", "viewer"),
+                ("gone", "editor"),
+            )
+        }
         self.ids = {"admin": ids["admin"], "owner": ids["editor"]}
         self.user_ids = {}
         self.clients: dict[str, httpx.Client] = {}
         self._catch_up()
-        for actor, name in (("admin", "admin"), ("owner", "owner"), ("other", "other"), ("viewer", "viewer"),
-                            ("deactivated", "gone")):
+        for actor, name in (
+            ("admin", "admin"),
+            ("owner", "owner"),
+            ("other", "other"),
+            ("viewer", "viewer"),
+            ("deactivated", "gone"),
+        ):
             client = httpx.Client(base_url=base, timeout=30)
             tokens = client.post("/api/token/", json={"username": name, "password": f"{name}-password"}).json()
             client.headers["Authorization"] = f"Bearer {tokens['access']}"
@@ -71,7 +84,9 @@ class World:
         job_id = self.running_job()
         wav = SHARED_DATA / "speech" / "cards-001.wav"
         blob = self.system.blobs.put_file(wav, f"results/{job_id}/1/speech.wav").describe()
-        self.system.platform.complete_job(CompleteJob(uuid.UUID(job_id), {"files": [blob], "meta": {"duration_seconds": 1.1}}), PROC)
+        self.system.platform.complete_job(
+            CompleteJob(uuid.UUID(job_id), {"files": [blob], "meta": {"duration_seconds": 1.1}}), PROC
+        )
         return job_id
 
     def fresh_user(self) -> str:
@@ -97,12 +112,22 @@ def cells() -> list[Cell]:
         ("GET", "/api/jobs/", p(lambda w: "/api/jobs/"), None, ok4),
         ("GET", "job", p(lambda w: f"/api/jobs/{w.job}/"), None, (200, 200, 404, 200, 401, 401)),
         ("PATCH", "job", p(lambda w: f"/api/jobs/{w.pending_job()}/"), {"priority": "high"}, (200, 200, 404, 403, 401, 401)),
-        ("POST", "/api/jobs/", p(lambda w: "/api/jobs/"), lambda w: {"project": str(w.project), "type": "tts",
-                                                                     "parameters": {"text": "hi"}}, (201, 201, 422, 403, 401, 401)),
+        (
+            "POST",
+            "/api/jobs/",
+            p(lambda w: "/api/jobs/"),
+            lambda w: {"project": str(w.project), "type": "tts", "parameters": {"text": "hi"}},
+            (201, 201, 422, 403, 401, 401),
+        ),
         ("POST", "cancel", p(lambda w: f"/api/jobs/{w.pending_job()}/cancel/"), None, (202, 202, 404, 403, 401, 401)),
         ("POST", "retry", p(lambda w: f"/api/jobs/{w.cancelled_job()}/retry/"), None, (202, 202, 404, 403, 401, 401)),
-        ("POST", "update_progress", p(lambda w: f"/api/jobs/{w.running_job()}/update_progress/"),
-         {"progress": 10, "stage": "x", "logs": ["line"]}, (200, 403, 403, 403, 401, 401)),
+        (
+            "POST",
+            "update_progress",
+            p(lambda w: f"/api/jobs/{w.running_job()}/update_progress/"),
+            {"progress": 10, "stage": "x", "logs": ["line"]},
+            (200, 403, 403, 403, 401, 401),
+        ),
         ("DELETE", "job", p(lambda w: f"/api/jobs/{w.pending_job()}/"), None, (204, 204, 404, 403, 401, 401)),
         ("GET", "result", p(lambda w: f"/api/jobs/{w.done}/result/"), None, (200, 200, 404, 200, 401, 401)),
         ("GET", "logs", p(lambda w: f"/api/jobs/{w.done}/logs/"), None, (200, 200, 404, 200, 401, 401)),
@@ -111,25 +136,50 @@ def cells() -> list[Cell]:
         ("GET", "job-result", p(lambda w: f"/api/job-results/{w.done}/"), None, (200, 200, 404, 200, 401, 401)),
         ("GET", "job_details", p(lambda w: f"/api/job-results/{w.done}/job_details/"), None, (200, 200, 404, 200, 401, 401)),
         ("GET", "/api/users/", p(lambda w: "/api/users/"), None, (200, 403, 403, 403, 401, 401)),
-        ("POST", "/api/users/", p(lambda w: "/api/users/"), lambda w: {"username": f"n{next(_counter)}x{uuid.uuid4().hex[:6]}",
-                                                                       "password": "long-enough", "role": "viewer"},
-         (201, 403, 403, 403, 401, 401)),
+        (
+            "POST",
+            "/api/users/",
+            p(lambda w: "/api/users/"),
+            lambda w: {"username": f"n{next(_counter)}x{uuid.uuid4().hex[:6]}", "password": "long-enough", "role": "viewer"},
+            (201, 403, 403, 403, 401, 401),
+        ),
         ("GET", "user", p(lambda w: f"/api/users/{w.user_ids['owner']}/"), None, (200, 403, 403, 403, 401, 401)),
         ("POST", "deactivate", p(lambda w: f"/api/users/{w.fresh_user()}/deactivate/"), None, (200, 403, 403, 403, 401, 401)),
-        ("POST", "user password", p(lambda w: f"/api/users/{w.fresh_user()}/password/"), {"new_password": "another-one"},
-         (204, 403, 403, 403, 401, 401)),
+        (
+            "POST",
+            "user password",
+            p(lambda w: f"/api/users/{w.fresh_user()}/password/"),
+            {"new_password": "another-one"},
+            (204, 403, 403, 403, 401, 401),
+        ),
         ("GET", "/api/profiles/", p(lambda w: "/api/profiles/"), None, ok4),
         ("GET", "/api/profiles/me/", p(lambda w: "/api/profiles/me/"), None, ok4),
         ("GET", "owner profile", p(lambda w: f"/api/profiles/{w.user_ids['owner']}/"), None, (200, 200, 404, 404, 401, 401)),
         ("GET", "/api/settings/", p(lambda w: "/api/settings/"), None, ok4),
         ("GET", "/api/settings/effective/", p(lambda w: "/api/settings/effective/"), None, ok4),
-        ("POST", "global setting", p(lambda w: "/api/settings/"), {"key": "default_language", "value": "en"},
-         (201, 403, 403, 403, 401, 401)),
+        (
+            "POST",
+            "global setting",
+            p(lambda w: "/api/settings/"),
+            {"key": "default_language", "value": "en"},
+            (201, 403, 403, 403, 401, 401),
+        ),
         ("GET", "/api/agents/", p(lambda w: "/api/agents/"), None, ok4),
-        ("POST", "/api/agents/", p(lambda w: "/api/agents/"), {"name": "a", "type": "tts", "configuration": {"language": "en"}},
-         (201, 201, 201, 403, 401, 401)),
+        (
+            "POST",
+            "/api/agents/",
+            p(lambda w: "/api/agents/"),
+            {"name": "a", "type": "tts", "configuration": {"language": "en"}},
+            (201, 201, 201, 403, 401, 401),
+        ),
         ("GET", "/api/providers/", p(lambda w: "/api/providers/"), None, (200, 403, 403, 403, 401, 401)),
-        ("POST", "/api/providers/", p(lambda w: "/api/providers/"), {"name": "p", "kind": "local"}, (201, 403, 403, 403, 401, 401)),
+        (
+            "POST",
+            "/api/providers/",
+            p(lambda w: "/api/providers/"),
+            {"name": "p", "kind": "local"},
+            (201, 403, 403, 403, 401, 401),
+        ),
         ("GET", "/api/engines/", p(lambda w: "/api/engines/"), None, ok4),
     ]
 
