@@ -120,6 +120,17 @@ def users_create(
     typer.echo(f"created {role} {name} ({user_id})")
 
 
+@app.command()
+def seed(demo: Annotated[bool, typer.Option("--demo", help="load the demo data set")] = False) -> None:
+    """Load sample data into the running system (idempotent)."""
+    from infra.seed import seed_demo
+
+    if not demo:
+        typer.echo("nothing to seed: pass --demo", err=True)
+        raise typer.Exit(2)
+    seed_demo(bootstrap(load_settings()), typer.echo)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
