@@ -8,7 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import errors
 from api.audit import AuditMiddleware
 from api.deps import Services
-from api.routers import config, jobs, ops, projects, results, tokens, users
+from api.routers import config, history, jobs, ops, projects, results, tokens, users
 
 
 def create_app(services: Services, *, cors_origins: list[str] | None = None) -> FastAPI:
@@ -20,6 +20,7 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None) -> 
         "Log in at POST /api/token/ and send `Authorization: Bearer <access>`.",
     )
     app.state.services = services
+    app.state.metrics = ops.Metrics(services)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(errors.RequestIdMiddleware)
     if cors_origins:
@@ -37,6 +38,7 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None) -> 
         users.users,
         users.profiles,
         projects.router,
+        history.router,
         jobs.router,
         results.router,
         config.settings_router,

@@ -5,6 +5,7 @@ domain events). Request bodies are never stored, so secrets cannot leak into it.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, Column, DateTime, Engine, Index, Integer, MetaData, String, Table, func, insert, select
@@ -71,6 +72,7 @@ class AuditMiddleware(BaseHTTPMiddleware):
     """Records each POST/PUT/PATCH/DELETE under ``/api/`` after it is answered."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
         response = await call_next(request)
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.url.path.startswith("/api/"):
             user = getattr(request.state, "user", None) or {}
@@ -86,6 +88,10 @@ class AuditMiddleware(BaseHTTPMiddleware):
                 "status": response.status_code,
                 "request_id": getattr(request.state, "request_id", ""),
             }
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.commands.labels(row["command"], row["outcome"]).inc()
+                metrics.command_seconds.labels(row["command"]).observe(time.perf_counter() - started)
             try:
                 engine: Engine = request.app.state.services.engine
                 with engine.begin() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Query, Request
@@ -48,6 +49,8 @@ class Services:
         self.platform, self.engine, self.blobs, self.tokens = platform, engine, blobs, tokens
         self.read_wait_s, self.max_upload_bytes, self.catalog = read_wait_s, max_upload_bytes, catalog
         self.signer, self.effective_settings = signer, effective_settings
+        self.broker_check: Callable[[], str] | None = None  # "ok" or why the broker is unreachable
+        self.processors_check: Callable[[], Any] | None = None
 
     def upload_limit(self, user_id: str) -> int:
         """Bytes one uploaded file may have: the user's ``max_file_size_mb`` (1 MB = 1,048,576

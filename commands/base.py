@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 
 from commands.context import Context, acting_as
 from commands.errors import Conflict, InvalidCommand, NotFound
@@ -62,6 +62,33 @@ class ServiceBase(Application):
         except IntegrityError as exc:
             raise Conflict("the resource was changed concurrently; reload and retry") from exc
         return recordings[-1].notification.id if recordings else self.head()
+
+    def history(self, aggregate_id: UUID | str, *, after: int = 0, limit: int = 500) -> list[tuple[Position, Any]]:
+        """The aggregate's stored events after global position ``after``, in order, as
+        ``(position, domain event)`` pairs (at most ``limit``)."""
+        recorder: Any = self.recorder
+        sql = (
+            f'SELECT notification_id, originator_id, originator_version, topic, state FROM "{recorder.events_table_name}" '
+            "WHERE originator_id = %s AND notification_id > %s ORDER BY originator_version LIMIT %s"
+        )
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql, (UUID(str(aggregate_id)), after, limit))
+            rows = curs.fetchall()
+        return [
+            (
+                row["notification_id"],
+                self.mapper.to_domain_event(
+                    Notification(
+                        id=row["notification_id"],
+                        originator_id=row["originator_id"],
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=bytes(row["state"]),
+                    )
+                ),
+            )
+            for row in rows
+        ]
 
     def head(self) -> Position:
         """The store's last position (0 when empty)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import event
@@ -82,6 +83,8 @@ class Job(PlatformAggregate):
         self.cancel_requested = False
         self.result: dict[str, Any] | None = None
         self.error: dict[str, str] | None = None
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
 
     # -- commands ---------------------------------------------------------------------
 
@@ -192,15 +195,16 @@ class Job(PlatformAggregate):
     def _retried(self, attempt: int, reason: str, type: str, priority: str) -> None:
         self.status, self.attempt, self.progress, self.stage = PENDING, attempt, 0, "queued"
         self.processor_id, self.cancel_requested, self.result, self.error = None, False, None, None
+        self.started_at = self.finished_at = None
 
     @event(JobArchived)
     def _archived(self) -> None:
         self.archived = True
 
     @event(JobStarted)
-    def _started(self, processor_id: str, attempt: int) -> None:
+    def _started(self, processor_id: str, attempt: int, timestamp: datetime | None = None) -> None:
         self.status, self.processor_id, self.attempt = RUNNING, processor_id, attempt
-        self.stage = "started"
+        self.stage, self.cancel_requested, self.started_at = "started", False, timestamp
 
     @event(JobProgressed)
     def _progressed(self, progress: int, stage: str) -> None:
@@ -211,18 +215,51 @@ class Job(PlatformAggregate):
         pass
 
     @event(JobCompleted)
-    def _completed(self, result: dict[str, Any]) -> None:
+    def _completed(self, result: dict[str, Any], timestamp: datetime | None = None) -> None:
         self.status, self.result, self.progress, self.stage = COMPLETED, result, 100, "done"
+        self.finished_at = timestamp
 
     @event(JobFailed)
-    def _failed(self, code: str, message: str) -> None:
-        self.status, self.error = FAILED, {"code": code, "message": message}
+    def _failed(self, code: str, message: str, timestamp: datetime | None = None) -> None:
+        self.status, self.stage, self.error = FAILED, "failed", {"code": code, "message": message}
+        self.finished_at = timestamp
 
     @event(JobCancelRequested)
     def _cancel_requested(self, reason: str) -> None:
         self.cancel_requested = True
 
     @event(JobCancelled)
-    def _cancelled(self, reason: str) -> None:
-        self.status = CANCELLED
+    def _cancelled(self, reason: str, timestamp: datetime | None = None) -> None:
+        self.status, self.stage, self.cancel_requested = CANCELLED, "cancelled", True
         self.error = {"code": "cancelled", "message": reason}
+        self.finished_at = timestamp
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The job as the jobs read model holds it (columns of ``rm_jobs``), folded from
+        its events: what ``?as_of=`` answers and ``aiorch audit verify`` compares."""
+        return {
+            "id": str(self.id),
+            "project_id": self.project_id,
+            "type": self.type,
+            "status": self.status,
+            "progress": self.progress,
+            "stage": self.stage,
+            "priority": self.priority,
+            "attempt": self.attempt,
+            "parameters": self.parameters,
+            "agent_id": self.agent_id,
+            "input_files": self.input_files,
+            "created_by_id": self.owner_id,
+            "processor_id": self.processor_id,
+            "created_at": self.created_on,
+            "updated_at": self.modified_on,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "has_result": self.result is not None,
+            "cancel_requested": self.cancel_requested,
+            "archived": self.archived,
+            "version": self.version,
+        }

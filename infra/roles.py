@@ -7,7 +7,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,7 +42,32 @@ def api_app(system: System) -> FastAPI:
         signer=UrlSigner(secret),
         effective_settings=system.effective_settings,
     )
+    if s.kafka_bootstrap_servers:
+        services.broker_check = broker_check(s.kafka_bootstrap_servers)
     return create_app(services, cors_origins=s.cors_origin_list)
+
+
+def broker_check(bootstrap: str, ttl_s: float = 5.0) -> Callable[[], str]:
+    """A cheap readiness probe of the broker: can any bootstrap address be reached over
+    TCP (0.5 s timeout)? Answers are cached for ``ttl_s`` seconds."""
+    cache: dict[str, Any] = {"at": 0.0, "answer": "unknown"}
+
+    def check() -> str:
+        if time.monotonic() - cache["at"] < ttl_s:
+            return str(cache["answer"])
+        answer = "down: unreachable"
+        for address in bootstrap.split(","):
+            host, _, port = address.strip().rpartition(":")
+            try:
+                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=0.5):
+                    answer = "ok"
+                    break
+            except (OSError, ValueError):
+                continue
+        cache.update(at=time.monotonic(), answer=answer)
+        return answer
+
+    return check
 
 
 def relay(system: System) -> OutboxRelay:

@@ -240,9 +240,20 @@ def _drop(services: Services, input_files: dict[str, dict[str, Any]]) -> None:
 
 
 @router.get("/{job_id}/", response_model=JobOut, dependencies=[ReadPosition])
-def get_job(job_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
-    """One job."""
-    return job_json(load_job(services, user, str(job_id)), services.signer.sign)
+def get_job(
+    job_id: UUID,
+    services: ServicesDep,
+    user: CurrentUser,
+    as_of: Annotated[str | None, Query(description="a global position or an ISO 8601 time")] = None,
+) -> dict[str, Any]:
+    """One job; with ``?as_of=`` the job as it was then, folded from the event store."""
+    row = load_job(services, user, str(job_id))
+    if as_of is None:
+        return job_json(row, services.signer.sign)
+    from api.routers.history import fold_as_of
+
+    past = fold_as_of(services, job_id, as_of).state()
+    return job_json({**past, "created_by_username": row["created_by_username"]}, services.signer.sign)
 
 
 class JobPatch(BaseModel):

@@ -1,16 +1,86 @@
-"""Engines catalogue and health checks."""
+"""Operations: engines catalogue, health, Prometheus metrics and the command audit log."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select, text
 
-from api.deps import CurrentUser, ServicesDep
+from api.audit import audit_log
+from api.auth import actor_of
+from api.deps import CurrentUser, ReadPosition, Services, ServicesDep
+from api.pagination import PageParams, page_params, paginate
+from api.views import iso
+from commands.permissions import require_admin
+from projections import tables as t
 
 router = APIRouter(tags=["operations"])
+
+
+class Metrics:
+    """The API process's Prometheus registry: command outcomes and latencies counted here,
+    lags and job figures read from the store and read models at scrape time."""
+
+    def __init__(self, services: Services) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "aiorch_commands", "Command attempts by command and outcome", ["command", "outcome"], registry=self.registry
+        )
+        self.command_seconds = Histogram(
+            "aiorch_command_seconds", "Command latency (request to answer), seconds", ["command"], registry=self.registry
+        )
+        self.ws_connections = 0
+        self.registry.register(_StoreCollector(services, self))
+
+
+class _StoreCollector(Collector):
+    def __init__(self, services: Services, metrics: Metrics) -> None:
+        self.services, self.metrics = services, metrics
+
+    def collect(self) -> Iterator[Any]:
+        head = self.services.platform.head()
+        with self.services.engine.connect() as conn:
+            projected = conn.execute(select(t.tracking.c.position, t.tracking.c.updated_at)).all()
+            relay = conn.execute(text("SELECT position FROM relay_tracking LIMIT 1")).scalar() if _has_relay(conn) else None
+            jobs = conn.execute(
+                select(
+                    t.jobs.c.type,
+                    t.jobs.c.status,
+                    func.count(),
+                    func.sum(func.extract("epoch", t.jobs.c.finished_at - t.jobs.c.started_at)),
+                ).group_by(t.jobs.c.type, t.jobs.c.status)
+            ).all()
+        yield GaugeMetricFamily("aiorch_store_position", "Last global position in the event store", value=head)
+        lag = GaugeMetricFamily("aiorch_projection_lag_events", "Events the read models are behind", labels=["projection"])
+        for position, _updated in projected:
+            lag.add_metric(["read_models"], max(head - position, 0))
+        yield lag
+        if relay is not None:
+            yield GaugeMetricFamily(
+                "aiorch_relay_lag_events", "Events not yet acknowledged by the broker", value=max(head - relay, 0)
+            )
+        count = GaugeMetricFamily("aiorch_jobs", "Jobs by type and status", labels=["type", "status"])
+        seconds = GaugeMetricFamily(
+            "aiorch_job_run_seconds_sum", "Total run time of finished jobs by type and outcome", labels=["type", "status"]
+        )
+        for job_type, status, n, total in jobs:
+            count.add_metric([job_type, status], n)
+            if status in ("completed", "failed", "cancelled"):
+                seconds.add_metric([job_type, status], float(total or 0))
+        yield count
+        yield seconds
+        yield GaugeMetricFamily("aiorch_websocket_connections", "Open WebSocket connections", value=self.metrics.ws_connections)
+
+
+def _has_relay(conn: Any) -> bool:
+    return bool(conn.execute(text("SELECT to_regclass('relay_tracking') IS NOT NULL")).scalar())
 
 
 @router.get("/api/engines/")
@@ -27,15 +97,75 @@ def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 def ready(services: ServicesDep) -> JSONResponse:
-    """``{status: ok|degraded|down, checks}``; 503 only when the database (which the API needs) is down."""
+    """``{status: ok|degraded|down, checks}``. The API needs the database (503 when it is
+    down); a broker, relay or projector problem makes it ``degraded`` but still ready."""
     checks: dict[str, Any] = {}
+    status = "ok"
     try:
         with services.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-        head = services.platform.recorder.max_notification_id() or 0
-        checks["projection_lag"] = max(head - services.projected_position(), 0)
-    except Exception as exc:  # noqa: BLE001 - any failure means the database is down
+            head = services.platform.head()
+            checks["database"] = "ok"
+            checks["projection_lag"] = max(head - (conn.execute(select(func.max(t.tracking.c.position))).scalar() or 0), 0)
+            relay = conn.execute(text("SELECT position FROM relay_tracking LIMIT 1")).scalar() if _has_relay(conn) else 0
+            checks["relay_lag"] = max(head - (relay or 0), 0)
+    except Exception as exc:  # noqa: BLE001 - any failure means the database is down for us
         checks["database"] = f"down: {type(exc).__name__}"
-    status = "ok" if checks["database"] == "ok" else "down"
-    return JSONResponse({"status": status, "checks": checks}, status_code=200 if status == "ok" else 503)
+        status = "down"
+    broker = services.broker_check() if services.broker_check else "not configured"
+    checks["broker"] = broker
+    checks["processors"] = services.processors_check() if services.processors_check else "unknown"
+    if status == "ok" and (broker != "ok" or checks.get("projection_lag", 0) > 1000 or checks.get("relay_lag", 0) > 1000):
+        status = "degraded"
+    return JSONResponse({"status": status, "checks": checks}, status_code=503 if status == "down" else 200)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text: command outcomes and latency, store position, projection and relay
+    lag, jobs by type and status with run time, WebSocket connections."""
+    m: Metrics = request.app.state.metrics
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def audit_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{at, actor, command, target, outcome, status, request_id}``."""
+    return {
+        "at": iso(row["at"]),
+        "actor": {"id": row["actor_id"], "username": row["actor_username"]},
+        "command": row["command"],
+        "target": row["target"],
+        "outcome": row["outcome"],
+        "status": row["status"],
+        "request_id": row["request_id"],
+    }
+
+
+@router.get("/api/audit/", dependencies=[ReadPosition])
+def audit(
+    request: Request,
+    services: ServicesDep,
+    user: CurrentUser,
+    params: Annotated[PageParams, Depends(page_params)],
+    actor: str | None = None,
+    outcome: Literal["ok", "refused", "invalid", "conflict", "error"] | None = None,
+    command: str | None = None,
+    since: datetime | None = None,
+) -> dict[str, Any]:
+    """Command attempts, newest first (admins). Filters ``?actor=`` (user id or username),
+    ``?outcome=``, ``?command=`` (e.g. SubmitJob), ``?since=``."""
+    require_admin(actor_of(user), "the audit log")
+    stmt = select(audit_log)
+    if actor:
+        stmt = stmt.where((audit_log.c.actor_id == actor) | (audit_log.c.actor_username == actor))
+    if outcome:
+        stmt = stmt.where(audit_log.c.outcome == outcome)
+    if command:
+        stmt = stmt.where(audit_log.c.command == command)
+    if since:
+        stmt = stmt.where(audit_log.c.at >= since)
+    with services.engine.connect() as conn:
+        return paginate(request, conn, stmt.order_by(audit_log.c.id.desc()), params, audit_json)
+
+
+__all__ = ["Metrics", "router"]
