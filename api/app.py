@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.audit import AuditMiddleware
 from api.deps import Services
-from api.routers import config, history, jobs, ops, projects, results, tokens, users
+from api.routers import config, history, jobs, live, ops, projects, results, tokens, users
 
 
 def create_app(services: Services, *, cors_origins: list[str] | None = None) -> FastAPI:
     """Build the API around ``services`` (built by the composition root in ``infra``)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if services.hub is not None:
+            services.hub.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="aiorch",
         version="0.1.0",
         description="Event-sourced orchestration of AI media jobs (STT, TTS and more). "
@@ -45,6 +56,7 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None) -> 
         config.agents_router,
         config.providers_router,
         ops.router,
+        live.router,
     ):
         app.include_router(router)
     return app

@@ -51,6 +51,7 @@ class Services:
         self.signer, self.effective_settings = signer, effective_settings
         self.broker_check: Callable[[], str] | None = None  # "ok" or why the broker is unreachable
         self.processors_check: Callable[[], Any] | None = None
+        self.hub: Any = None  # api.live.LiveHub, set by the composition root
 
     def upload_limit(self, user_id: str) -> int:
         """Bytes one uploaded file may have: the user's ``max_file_size_mb`` (1 MB = 1,048,576

@@ -147,9 +147,11 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     platform.open_job_ids = lambda project_id: queries.open_job_ids(engine, project_id)
     platform.encrypt = lambda text: cipher.encrypt(text.encode()).decode()
     if create_tables:
+        from api import live
         from api.audit import create_audit_table
         from projections import tables
 
         tables.metadata.create_all(engine)
+        live.metadata.create_all(engine)
         create_audit_table(engine)
     return system

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.auth import TokenIssuer
 from api.deps import Services
+from api.live import LiveHub
 from api.signing import UrlSigner
 from commands.context import SYSTEM, Context
 from commands.errors import Conflict
@@ -44,6 +45,15 @@ def api_app(system: System) -> FastAPI:
     )
     if s.kafka_bootstrap_servers:
         services.broker_check = broker_check(s.kafka_bootstrap_servers)
+    waiter = system.store_waiter()
+    services.hub = LiveHub(
+        system.platform.recorder,
+        system.platform.mapper.to_domain_event,
+        system.engine,
+        system.projector_position,
+        waiter.wait,
+        fold=lambda job_id, version: system.platform.repository.get(job_id, version=version).state(),
+    )
     return create_app(services, cors_origins=s.cors_origin_list)
 
 

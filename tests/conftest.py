@@ -216,7 +216,7 @@ class Runner:
         from infra.roles import api_app
 
         port = free_port()
-        config = uvicorn.Config(api_app(self.system), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(api_app(self.system), host="127.0.0.1", port=port, log_level="warning")
         self._server = uvicorn.Server(config)
         thread = threading.Thread(target=self._server.run, name="api", daemon=True)
         thread.start()
@@ -229,6 +229,10 @@ class Runner:
             self.stop(role)
         if self._server is not None:
             self._server.should_exit = True
+            wait_until(lambda: not self._server.started or self._server_thread_done(), 10, message="the API to stop")
+
+    def _server_thread_done(self) -> bool:
+        return not any(t.name == "api" and t.is_alive() for t in threading.enumerate())
 
 
 @pytest.fixture
