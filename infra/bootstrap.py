@@ -19,6 +19,7 @@ from infra.secrets import fernet
 from infra.settings import Settings
 from projections import queries
 from projections.follow import StoreWaiter
+from projections.generations import current_position, ensure_serving
 from projections.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,6 @@ class System:
 
     def projector_position(self) -> int:
         """The read models' position."""
-        from projections.projector import current_position
-
         with self.engine.connect() as conn:
             return current_position(conn)
 
@@ -149,9 +148,8 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     if create_tables:
         from api import live
         from api.audit import create_audit_table
-        from projections import tables
 
-        tables.metadata.create_all(engine)
+        ensure_serving(engine)
         live.metadata.create_all(engine)
         create_audit_table(engine)
     return system

@@ -15,6 +15,12 @@ from infra.settings import load_settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="aiorch: event-sourced orchestration of AI media jobs.")
 users_app = typer.Typer(no_args_is_help=True, help="Manage users (there is no signup).")
 app.add_typer(users_app, name="users")
+projections_app = typer.Typer(no_args_is_help=True, help="Read-model operations: status and blue/green rebuilds.")
+app.add_typer(projections_app, name="projections")
+jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and act on jobs.")
+app.add_typer(jobs_app, name="jobs")
+audit_app = typer.Typer(no_args_is_help=True, help="Check the read models against the event store.")
+app.add_typer(audit_app, name="audit")
 
 log = logging.getLogger("aiorch")
 
@@ -129,6 +135,100 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="load the demo data s
         typer.echo("nothing to seed: pass --demo", err=True)
         raise typer.Exit(2)
     seed_demo(bootstrap(load_settings()), typer.echo)
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Each projection (and the relay): position, head, lag in events and seconds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from projections.operations import status
+
+    system = bootstrap(load_settings())
+    table = Table("projection", "role", "position", "head", "lag (events)", "lag (s)")
+    for row in status(system.engine, system.platform.recorder, system.platform.mapper.to_domain_event):
+        table.add_row(
+            row["name"], row["role"], str(row["position"]), str(row["head"]), str(row["lag_events"]), f"{row['lag_seconds']:.3f}"
+        )
+    Console().print(table)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str | None, typer.Argument(help="read_models (the only projection)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="rebuild every projection")] = False,
+    batch_size: Annotated[int, typer.Option(help="events per transaction")] = 2000,
+) -> None:
+    """Build the next generation beside the serving one while writes continue, switch reads
+    to it atomically once caught up, and drop the old one."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from projections.generations import REGISTRY_NAME
+    from projections.operations import rebuild
+
+    if not all_ and name not in (REGISTRY_NAME,):
+        typer.echo(f"name a projection ({REGISTRY_NAME}) or pass --all", err=True)
+        raise typer.Exit(2)
+    system = bootstrap(load_settings())
+    started = time.monotonic()
+    with Progress(
+        TextColumn("[bold]read_models"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} events"),
+        TextColumn("{task.fields[rate]:,.0f} events/s"),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task("rebuild", total=system.platform.head() or 1, rate=0.0)
+
+        def progress(position: int, head: int, applied: int) -> None:
+            bar.update(task, completed=position, total=max(head, 1), rate=applied / max(time.monotonic() - started, 1e-6))
+
+        generation = rebuild(
+            system.engine,
+            system.platform.recorder,
+            system.platform.mapper.to_domain_event,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    typer.echo(f"read models rebuilt as generation {generation} and switched; the old generation was dropped")
+
+
+@jobs_app.command("history")
+def jobs_history(job_id: str, as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False) -> None:
+    """Every stored event of a job, in order, from the event store."""
+    import json
+
+    from api.routers.history import history_item
+
+    system = bootstrap(load_settings())
+    for position, event in system.platform.history(job_id, limit=1_000_000):
+        item = history_item(position, event)
+        if as_json:
+            typer.echo(json.dumps(item))
+        else:
+            actor = item["actor"].get("username") or item["actor"].get("id")
+            typer.echo(
+                f"{item['position']:>8}  v{item['version']:<4} {item['occurred_at']}  {item['type']:<20} by {actor}  "
+                f"{json.dumps(item['data'])[:120]}"
+            )
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Re-fold every job, project and user from the store and report each read-model row
+    that differs (exit 1 if any)."""
+    from infra.verify import verify
+
+    system = bootstrap(load_settings())
+    problems = verify(system, lambda n: typer.echo(f"checked {n} aggregates", err=True))
+    for line in problems:
+        typer.echo(line)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("every read-model row matches the store")
 
 
 def main() -> None:

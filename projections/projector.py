@@ -48,14 +48,17 @@ from events.agents import (
 from events.settings import SettingChanged, SettingCreated, SettingDeleted
 from projections import tables as t
 from projections.follow import NotificationSource, StoreWaiter
+from projections.generations import create_generation, current_position, ensure_serving, tracking_name
 
 log = logging.getLogger(__name__)
 
-NAME = f"read_models_{t.VERSION}"
-
 
 class ReadModelProjection:
-    """Applies one event to the read-model tables within the caller's transaction."""
+    """Applies one event to one generation's read-model tables (``tables``, see
+    :func:`projections.tables.generation`) within the caller's transaction."""
+
+    def __init__(self, tables: Any) -> None:
+        self.t = tables
 
     @singledispatchmethod
     def apply(self, event: DomainEvent, conn: Connection, position: int) -> None:
@@ -74,7 +77,7 @@ class ReadModelProjection:
             "updated_at": e.timestamp,
             "position": position,
         }
-        conn.execute(pg_insert(t.users).values(row).on_conflict_do_nothing())
+        conn.execute(pg_insert(self.t.users).values(row).on_conflict_do_nothing())
 
     @staticmethod
     def _touch(conn: Connection, table: Any, e: DomainEvent, position: int, **values: Any) -> None:
@@ -87,34 +90,40 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: UserUpdated, conn: Connection, position: int) -> None:
-        self._touch(conn, t.users, e, position, **{k: v for k, v in e.changes.items() if k in ("email", "role")})
+        self._touch(conn, self.t.users, e, position, **{k: v for k, v in e.changes.items() if k in ("email", "role")})
 
     @apply.register
     def _(self, e: UserDeactivated, conn: Connection, position: int) -> None:
-        self._touch(conn, t.users, e, position, is_active=False)
+        self._touch(conn, self.t.users, e, position, is_active=False)
 
     @apply.register
     def _(self, e: UserReactivated, conn: Connection, position: int) -> None:
-        self._touch(conn, t.users, e, position, is_active=True, tokens_valid_after=e.timestamp, kept_session=None)
+        self._touch(conn, self.t.users, e, position, is_active=True, tokens_valid_after=e.timestamp, kept_session=None)
 
     @apply.register
     def _(self, e: UserPasswordChanged, conn: Connection, position: int) -> None:
         self._touch(
-            conn, t.users, e, position, password_hash=e.password_hash, tokens_valid_after=e.timestamp, kept_session=e.kept_session
+            conn,
+            self.t.users,
+            e,
+            position,
+            password_hash=e.password_hash,
+            tokens_valid_after=e.timestamp,
+            kept_session=e.kept_session,
         )
 
     @apply.register
     def _(self, e: UserLoggedOut, conn: Connection, position: int) -> None:
         row = {"session": e.session, "user_id": str(e.originator_id), "revoked_at": e.timestamp}
-        conn.execute(pg_insert(t.revoked_sessions).values(row).on_conflict_do_nothing())
+        conn.execute(pg_insert(self.t.revoked_sessions).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: ProjectUpdated, conn: Connection, position: int) -> None:
-        self._touch(conn, t.projects, e, position, **e.changes)
+        self._touch(conn, self.t.projects, e, position, **e.changes)
 
     @apply.register
     def _(self, e: ProjectArchived, conn: Connection, position: int) -> None:
-        self._touch(conn, t.projects, e, position, archived=True)
+        self._touch(conn, self.t.projects, e, position, archived=True)
 
     @apply.register
     def _(self, e: SettingCreated, conn: Connection, position: int) -> None:
@@ -128,19 +137,19 @@ class ReadModelProjection:
             "updated_at": e.timestamp,
             "position": position,
         }
-        conn.execute(pg_insert(t.settings).values(row).on_conflict_do_nothing())
+        conn.execute(pg_insert(self.t.settings).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: SettingChanged, conn: Connection, position: int) -> None:
-        self._touch(conn, t.settings, e, position, value=e.value, deleted=False)
+        self._touch(conn, self.t.settings, e, position, value=e.value, deleted=False)
 
     @apply.register
     def _(self, e: SettingDeleted, conn: Connection, position: int) -> None:
-        self._touch(conn, t.settings, e, position, deleted=True)
+        self._touch(conn, self.t.settings, e, position, deleted=True)
 
     @apply.register
     def _(self, e: AgentCreated, conn: Connection, position: int) -> None:
-        owner = conn.execute(select(t.users.c.username).where(t.users.c.id == e.owner_id)).scalar()
+        owner = conn.execute(select(self.t.users.c.username).where(self.t.users.c.id == e.owner_id)).scalar()
         row = {
             "id": str(e.originator_id),
             "name": e.name,
@@ -155,23 +164,23 @@ class ReadModelProjection:
             "updated_at": e.timestamp,
             "position": position,
         }
-        conn.execute(pg_insert(t.agents).values(row).on_conflict_do_nothing())
+        conn.execute(pg_insert(self.t.agents).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: AgentUpdated, conn: Connection, position: int) -> None:
-        self._touch(conn, t.agents, e, position, **e.changes)
+        self._touch(conn, self.t.agents, e, position, **e.changes)
 
     @apply.register
     def _(self, e: AgentActivated, conn: Connection, position: int) -> None:
-        self._touch(conn, t.agents, e, position, status="active")
+        self._touch(conn, self.t.agents, e, position, status="active")
 
     @apply.register
     def _(self, e: AgentDeactivated, conn: Connection, position: int) -> None:
-        self._touch(conn, t.agents, e, position, status="inactive")
+        self._touch(conn, self.t.agents, e, position, status="inactive")
 
     @apply.register
     def _(self, e: AgentDeleted, conn: Connection, position: int) -> None:
-        conn.execute(t.agents.delete().where(t.agents.c.id == str(e.originator_id)))
+        conn.execute(self.t.agents.delete().where(self.t.agents.c.id == str(e.originator_id)))
 
     @apply.register
     def _(self, e: ProviderCreated, conn: Connection, position: int) -> None:
@@ -186,22 +195,22 @@ class ReadModelProjection:
             "updated_at": e.timestamp,
             "position": position,
         }
-        conn.execute(pg_insert(t.providers).values(row).on_conflict_do_nothing())
+        conn.execute(pg_insert(self.t.providers).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: ProviderUpdated, conn: Connection, position: int) -> None:
         values = {k: v for k, v in e.changes.items() if k in ("name", "base_url", "enabled")}
         if "api_key_encrypted" in e.changes:
             values["has_api_key"] = bool(e.changes["api_key_encrypted"])
-        self._touch(conn, t.providers, e, position, **values)
+        self._touch(conn, self.t.providers, e, position, **values)
 
     @apply.register
     def _(self, e: ProviderDeleted, conn: Connection, position: int) -> None:
-        conn.execute(t.providers.delete().where(t.providers.c.id == str(e.originator_id)))
+        conn.execute(self.t.providers.delete().where(self.t.providers.c.id == str(e.originator_id)))
 
     @apply.register
     def _(self, e: ProjectCreated, conn: Connection, position: int) -> None:
-        owner = conn.execute(select(t.users.c.username).where(t.users.c.id == e.owner_id)).scalar()
+        owner = conn.execute(select(self.t.users.c.username).where(self.t.users.c.id == e.owner_id)).scalar()
         row = {
             "id": str(e.originator_id),
             "name": e.name,
@@ -214,7 +223,7 @@ class ReadModelProjection:
             "updated_at": e.timestamp,
             "position": position,
         }
-        conn.execute(pg_insert(t.projects).values(row).on_conflict_do_nothing())
+        conn.execute(pg_insert(self.t.projects).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: JobSubmitted, conn: Connection, position: int) -> None:
@@ -240,14 +249,18 @@ class ReadModelProjection:
             "version": e.originator_version,
             "position": position,
         }
-        inserted = conn.execute(pg_insert(t.jobs).values(row).on_conflict_do_nothing().returning(t.jobs.c.id)).first()
+        inserted = conn.execute(pg_insert(self.t.jobs).values(row).on_conflict_do_nothing().returning(self.t.jobs.c.id)).first()
         if inserted is not None:
-            conn.execute(update(t.projects).where(t.projects.c.id == e.project_id).values(jobs_count=t.projects.c.jobs_count + 1))
+            conn.execute(
+                update(self.t.projects)
+                .where(self.t.projects.c.id == e.project_id)
+                .values(jobs_count=self.t.projects.c.jobs_count + 1)
+            )
 
     def _job(self, conn: Connection, e: DomainEvent, position: int, **values: Any) -> None:
         conn.execute(
-            update(t.jobs)
-            .where(t.jobs.c.id == str(e.originator_id), t.jobs.c.version < e.originator_version)
+            update(self.t.jobs)
+            .where(self.t.jobs.c.id == str(e.originator_id), self.t.jobs.c.version < e.originator_version)
             .values(updated_at=e.timestamp, version=e.originator_version, position=position, **values)
         )
 
@@ -276,8 +289,10 @@ class ReadModelProjection:
     @apply.register
     def _(self, e: JobArchived, conn: Connection, position: int) -> None:
         self._job(conn, e, position, archived=True)
-        project = conn.execute(select(t.jobs.c.project_id).where(t.jobs.c.id == str(e.originator_id))).scalar()
-        conn.execute(update(t.projects).where(t.projects.c.id == project).values(jobs_count=t.projects.c.jobs_count - 1))
+        project = conn.execute(select(self.t.jobs.c.project_id).where(self.t.jobs.c.id == str(e.originator_id))).scalar()
+        conn.execute(
+            update(self.t.projects).where(self.t.projects.c.id == project).values(jobs_count=self.t.projects.c.jobs_count - 1)
+        )
 
     @apply.register
     def _(self, e: JobStarted, conn: Connection, position: int) -> None:
@@ -312,12 +327,12 @@ class ReadModelProjection:
             for i, line in enumerate(e.lines)
         ]
         if rows:
-            conn.execute(pg_insert(t.job_logs).values(rows).on_conflict_do_nothing())
+            conn.execute(pg_insert(self.t.job_logs).values(rows).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: JobCompleted, conn: Connection, position: int) -> None:
         self._job(conn, e, position, status="completed", progress=100, stage="done", finished_at=e.timestamp, has_result=True)
-        owner = conn.execute(select(t.jobs.c.created_by_id).where(t.jobs.c.id == str(e.originator_id))).scalar()
+        owner = conn.execute(select(self.t.jobs.c.created_by_id).where(self.t.jobs.c.id == str(e.originator_id))).scalar()
         row = {
             "id": str(e.originator_id),
             "job_id": str(e.originator_id),
@@ -327,7 +342,7 @@ class ReadModelProjection:
             "finished_at": e.timestamp,
             "position": position,
         }
-        conn.execute(pg_insert(t.job_results).values(row).on_conflict_do_nothing())
+        conn.execute(pg_insert(self.t.job_results).values(row).on_conflict_do_nothing())
 
     @apply.register
     def _(self, e: JobFailed, conn: Connection, position: int) -> None:
@@ -360,14 +375,19 @@ class ReadModelProjection:
 
 
 class Projector:
-    """Follows the notification log from the tracked position and projects in batches.
+    """Follows the notification log and projects in batches into one generation of the
+    read models, committing rows and the tracking position in one transaction.
+
+    Without ``generation`` it serves the registry's serving generation and moves to a new
+    one when a rebuild switches it. One instance is active per generation (a PostgreSQL
+    session advisory lock); others wait as standbys and take over when it dies.
 
     Args:
         engine: SQLAlchemy engine of the read-model database (the store's database).
         source: the store's recorder (``select_notifications``).
         decode: turns a stored notification into a domain event (the store's mapper).
         waiter: blocks until the store has news.
-        batch_size: events per transaction (default 500).
+        batch_size: events per transaction.
     """
 
     def __init__(
@@ -379,36 +399,54 @@ class Projector:
         *,
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
-        name: str = NAME,
+        generation: int | None = None,
     ) -> None:
         self.engine, self.source, self.decode, self.waiter = engine, source, decode, waiter
-        self.batch_size, self.poll_interval_s, self.name = batch_size, poll_interval_s, name
-        self.projection = ReadModelProjection()
+        self.batch_size, self.poll_interval_s = batch_size, poll_interval_s
+        self.fixed_generation = generation
         self._stop = threading.Event()
+        self._projections: dict[int, ReadModelProjection] = {}
+        self.active = False
+
+    def generation(self) -> int:
+        """The generation this projector writes now."""
+        if self.fixed_generation is not None:
+            return self.fixed_generation
+        return ensure_serving(self.engine)
+
+    @property
+    def name(self) -> str:
+        """The tracking-record name of the current generation."""
+        return tracking_name(self.generation())
 
     def create_tables(self) -> None:
-        """Create the read-model and tracking tables if absent."""
-        t.metadata.create_all(self.engine)
+        """Create the serving (or fixed) generation's tables if absent."""
+        create_generation(self.engine, self.generation())
 
     def position(self) -> int:
-        """The last position committed to the read models (0 before any)."""
+        """The last position committed to this projector's generation (0 before any)."""
         with self.engine.connect() as conn:
-            return current_position(conn, self.name)
+            return int(conn.execute(select(t.tracking.c.position).where(t.tracking.c.name == self.name)).scalar() or 0)
 
-    def run_once(self) -> int:
+    def run_once(self, generation: int | None = None) -> int:
         """Project the events after the tracked position, one batch; returns how many."""
+        generation = generation or self.generation()
+        name = tracking_name(generation)
+        projection = self._projections.get(generation)
+        if projection is None:
+            projection = self._projections[generation] = ReadModelProjection(t.generation(generation))
         with self.engine.begin() as conn:
-            # One writer per projection at a time: a concurrent runner waits here, then
+            # One writer per generation at a time: a concurrent runner waits here, then
             # reads the position this one committed.
-            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(self.name))))
-            start = current_position(conn, self.name)
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))
+            start = conn.execute(select(t.tracking.c.position).where(t.tracking.c.name == name)).scalar() or 0
             notifications = self.source.select_notifications(start, self.batch_size, inclusive_of_start=False)
             if not notifications:
                 return 0
             for n in notifications:
-                self.projection.apply(self.decode(n), conn, n.id)
+                projection.apply(self.decode(n), conn, n.id)
             last = notifications[-1].id
-            stmt = pg_insert(t.tracking).values(name=self.name, position=last, updated_at=datetime.now().astimezone())
+            stmt = pg_insert(t.tracking).values(name=name, position=last, updated_at=datetime.now().astimezone())
             conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["name"], set_={"position": last, "updated_at": stmt.excluded.updated_at}
@@ -417,28 +455,49 @@ class Projector:
         return len(notifications)
 
     def run_forever(self) -> None:
-        """Project until :meth:`stop`; database errors are logged and retried."""
+        """Project until :meth:`stop`: wait as a standby until this instance holds the
+        generation's lock, then follow the store. Errors are logged and retried."""
         while not self._stop.is_set():
             try:
-                if self.run_once() == self.batch_size:
-                    continue
+                with self.engine.connect() as lock_conn:
+                    self._serve(lock_conn)
             except Exception:
-                log.exception("projection %s failed; retrying", self.name)
+                log.exception("projector failed; retrying")
+                self.active = False
                 self._stop.wait(1.0)
-                continue
-            if self.waiter is not None:
-                self.waiter.wait(self.poll_interval_s)
-            else:
-                self._stop.wait(self.poll_interval_s)
+
+    def _serve(self, lock_conn: Connection) -> None:
+        generation = self.generation()
+        key = func.hashtext(f"aiorch-active-{tracking_name(generation)}")
+        while not self._stop.is_set():  # standby until the active instance goes away
+            if lock_conn.execute(select(func.pg_try_advisory_lock(key))).scalar():
+                lock_conn.commit()
+                break
+            lock_conn.commit()
+            self._stop.wait(self.poll_interval_s)
+        else:
+            return
+        self.active = True
+        log.info("projector active for generation %s", generation)
+        try:
+            while not self._stop.is_set():
+                if self.fixed_generation is None and self.generation() != generation:
+                    log.info("the read models switched to generation %s", self.generation())
+                    return  # release the lock; serve the new generation
+                if self.run_once(generation) == self.batch_size:
+                    continue
+                if self.waiter is not None:
+                    self.waiter.wait(self.poll_interval_s)
+                else:
+                    self._stop.wait(self.poll_interval_s)
+        finally:
+            self.active = False
+            lock_conn.execute(select(func.pg_advisory_unlock(key)))
+            lock_conn.commit()
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return after its current batch."""
         self._stop.set()
 
 
-def current_position(conn: Connection, name: str = NAME) -> int:
-    """The tracked position of projection ``name`` (0 before any event)."""
-    return conn.execute(select(t.tracking.c.position).where(t.tracking.c.name == name)).scalar() or 0
-
-
-__all__ = ["NAME", "Projector", "ReadModelProjection", "current_position"]
+__all__ = ["Projector", "ReadModelProjection", "current_position"]

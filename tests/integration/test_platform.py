@@ -112,7 +112,7 @@ def test_provider_key_never_leaves_the_store_in_clear(api: dict[str, Any], syste
         assert secret not in body and rotated not in body
     with system.engine.connect() as conn:
         stored = b"".join(bytes(r[0]) for r in conn.execute(text("SELECT state FROM aiorch_events")))
-        tables = conn.execute(text("SELECT string_agg(t::text, '') FROM rm_providers_v1 t")).scalar_one()
+        tables = conn.execute(text("SELECT string_agg(t::text, '') FROM rm_providers t")).scalar_one()
         audit = conn.execute(text("SELECT string_agg(a::text, '') FROM audit_log a")).scalar_one()
     for needle in (secret, rotated):
         assert needle.encode() not in stored
