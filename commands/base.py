@@ -32,6 +32,7 @@ class ServiceBase(Application):
     - ``effective_settings(user_id) -> {key: value}``: defaults ← global ← user.
     - ``open_job_ids(project_id) -> [str]``: the project's pending and running jobs.
     - ``encrypt(text) -> str``: encryption of provider API keys at rest.
+    - ``retry_policy(type) -> (max attempts, backoff base s, backoff cap s)``.
     """
 
     name = "aiorch"
@@ -42,6 +43,8 @@ class ServiceBase(Application):
         self.effective_settings: Callable[[str], dict[str, Any]] = lambda _user: {}
         self.open_job_ids: Callable[[str], list[str]] = lambda _project: []
         self.encrypt: Callable[[str], str] = _no_encryption
+        #: ``retry_policy(type) -> (max attempts, backoff base s, backoff cap s)``
+        self.retry_policy: Callable[[str], tuple[int, float, float]] = lambda _type: (3, 2.0, 60.0)
 
     def _get(self, cls: type[A], aggregate_id: UUID | str) -> A | None:
         try:

@@ -46,6 +46,10 @@ class ClaimLost(Conflict):
     """Another processor claimed the job first (or it is no longer pending)."""
 
 
+class LateReport(Conflict):
+    """A report (result, failure, hand-back) from a processor whose claim is no longer current."""
+
+
 class InvalidCommand(DomainError):
     """The command's input is invalid; ``errors`` lists ``{loc, msg}``."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -9,7 +10,7 @@ from uuid import UUID
 from commands.agent import Agent
 from commands.base import Position, ServiceBase, invalid
 from commands.context import Context, acting_as
-from commands.errors import ClaimLost, Conflict, InvalidCommand, NotFound
+from commands.errors import ClaimLost, Conflict, InvalidCommand, LateReport, NotFound
 from commands.job import FINISHED, Job
 from commands.job_parameters import FILE_FIELDS, SCHEMAS, required_files, validate_parameters
 from commands.messages import (
@@ -18,7 +19,9 @@ from commands.messages import (
     CancelJob,
     CompleteJob,
     ConfirmCancellation,
+    EndAttempt,
     FailJob,
+    ReleaseJob,
     RetryJob,
     StartJob,
     SubmitJob,
@@ -167,15 +170,58 @@ class JobHandlers(ServiceBase):
         require_admin(ctx.actor, "log reports")
         return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.append_logs(cmd.lines))
 
+    @staticmethod
+    def _own_claim(job: Job, processor_id: str | None, attempt: int | None) -> None:
+        """Raises LateReport unless the job runs the reporter's claim (processor and attempt)."""
+        if (
+            job.status != "running"
+            or (processor_id is not None and job.processor_id != processor_id)
+            or (attempt is not None and job.attempt != attempt)
+        ):
+            raise LateReport(
+                f"job {job.id} is {job.status} as attempt {job.attempt} of {job.processor_id}; "
+                f"a report of {processor_id} for attempt {attempt} is refused"
+            )
+
     def complete_job(self, cmd: CompleteJob, ctx: Context) -> Position:
-        """Complete a running job with its result. Raises Conflict (not running, or the
-        claim belongs to another processor: a late result is refused)."""
+        """Complete a running job with its result. Raises LateReport (409) when the claim
+        belongs to another processor or attempt: a late result is refused, so a job never
+        completes twice nor has two result sets."""
         require_admin(ctx.actor, "results")
 
         def change(job: Job) -> None:
-            if cmd.processor_id is not None and job.processor_id != cmd.processor_id:
-                raise Conflict(f"job {job.id} is claimed by {job.processor_id}, not {cmd.processor_id}")
+            if cmd.processor_id is not None or cmd.attempt is not None:
+                self._own_claim(job, cmd.processor_id, cmd.attempt)
             job.complete(cmd.result)
+
+        return self._change(Job, cmd.job_id, "job", ctx, change)
+
+    def end_attempt(self, cmd: EndAttempt, ctx: Context) -> tuple[bool, Position]:
+        """End a running attempt in error following the job type's retry policy; answers
+        (will retry, position). Raises LateReport for a report of a lost claim."""
+        require_admin(ctx.actor, "failures")
+        outcome: list[bool] = []
+
+        def change(job: Job) -> None:
+            if cmd.processor_id is not None or cmd.attempt is not None:
+                self._own_claim(job, cmd.processor_id, cmd.attempt)
+            max_attempts, base_s, cap_s = self.retry_policy(job.type)
+            delay = min(cap_s, base_s * 2 ** (job.attempt - 1))
+            backoff = delay / 2 + random.uniform(0, delay / 2)
+            outcome[:] = [
+                job.end_attempt(cmd.code, cmd.message, retryable=cmd.retryable, max_attempts=max_attempts, backoff_s=backoff)
+            ]
+
+        position = self._change(Job, cmd.job_id, "job", ctx, change)
+        return outcome[0], position
+
+    def release_job(self, cmd: ReleaseJob, ctx: Context) -> Position:
+        """A stopping processor hands its running job back: pending again, same attempt."""
+        require_admin(ctx.actor, "claims")
+
+        def change(job: Job) -> None:
+            self._own_claim(job, cmd.processor_id, None)
+            job.release(cmd.reason)
 
         return self._change(Job, cmd.job_id, "job", ctx, change)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eventsourcing.domain import event
@@ -15,6 +15,7 @@ from events.jobs import (
     JobCancelled,
     JobCancelRequested,
     JobCompleted,
+    JobDeadLettered,
     JobFailed,
     JobLogsAppended,
     JobProgressed,
@@ -43,6 +44,7 @@ class Job(PlatformAggregate):
     JobUpdated = JobUpdated
     JobRetried = JobRetried
     JobArchived = JobArchived
+    JobDeadLettered = JobDeadLettered
 
     @staticmethod
     def create_id(owner_id: str, idempotency_key: str | None) -> uuid.UUID:
@@ -85,6 +87,8 @@ class Job(PlatformAggregate):
         self.error: dict[str, str] | None = None
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
+        self.not_before: str | None = None
+        self.dead_lettered = False
 
     # -- commands ---------------------------------------------------------------------
 
@@ -172,7 +176,31 @@ class Job(PlatformAggregate):
         """
         if self.status not in (FAILED, CANCELLED):
             raise Conflict(f"job {self.id} is {self.status}; only failed or cancelled jobs can be retried")
-        self._retried(attempt=self.attempt + 1, reason=reason, type=self.type, priority=self.priority)
+        self._retried(attempt=self.attempt + 1, reason=reason, type=self.type, priority=self.priority, not_before=None)
+
+    def end_attempt(self, code: str, message: str, *, retryable: bool, max_attempts: int, backoff_s: float) -> bool:
+        """A running attempt ended in error: with attempts left and a ``retryable`` error,
+        back to pending as the next attempt (claimable after ``backoff_s`` seconds);
+        otherwise failed for good and dead-lettered. Returns True when it will retry.
+
+        Raises:
+            Conflict: the job is not running.
+        """
+        self._require_running()
+        reason = f"{code}: {message}"
+        if retryable and self.attempt < max_attempts:
+            not_before = (datetime.now(UTC) + timedelta(seconds=backoff_s)).isoformat() if backoff_s > 0 else None
+            self._retried(attempt=self.attempt + 1, reason=reason, type=self.type, priority=self.priority, not_before=not_before)
+            return True
+        self._failed(code=code, message=message)
+        self._dead_lettered(code=code, message=message, attempts=self.attempt, type=self.type)
+        return False
+
+    def release(self, reason: str) -> None:
+        """A processor hands the running job back (graceful shutdown): pending again, same
+        attempt, claimable at once. Raises Conflict if not running."""
+        self._require_running()
+        self._retried(attempt=self.attempt, reason=reason, type=self.type, priority=self.priority, not_before=None)
 
     def archive(self) -> None:
         """Hide the job from lists (history stays). Raises NotFound if already archived."""
@@ -192,10 +220,15 @@ class Job(PlatformAggregate):
             setattr(self, key, value)
 
     @event(JobRetried)
-    def _retried(self, attempt: int, reason: str, type: str, priority: str) -> None:
+    def _retried(self, attempt: int, reason: str, type: str, priority: str, not_before: str | None = None) -> None:
+        self.not_before, self.dead_lettered = not_before, False
         self.status, self.attempt, self.progress, self.stage = PENDING, attempt, 0, "queued"
         self.processor_id, self.cancel_requested, self.result, self.error = None, False, None, None
         self.started_at = self.finished_at = None
+
+    @event(JobDeadLettered)
+    def _dead_lettered(self, code: str, message: str, attempts: int, type: str) -> None:
+        self.dead_lettered = True
 
     @event(JobArchived)
     def _archived(self) -> None:

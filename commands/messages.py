@@ -74,6 +74,30 @@ class CompleteJob:
     job_id: UUID
     result: dict[str, Any]
     processor_id: str | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class EndAttempt:
+    """A running attempt ended in error: retried (retryable, attempts left, after backoff)
+    or failed for good and dead-lettered. ``processor_id``/``attempt`` guard against a
+    late report from a processor that lost the job."""
+
+    job_id: UUID
+    code: str
+    message: str
+    retryable: bool
+    processor_id: str | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseJob:
+    """A processor hands its running job back (graceful shutdown): pending, same attempt."""
+
+    job_id: UUID
+    processor_id: str
+    reason: str = "handed back by a stopping processor"
 
 
 @dataclass(frozen=True)

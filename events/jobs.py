@@ -97,13 +97,36 @@ class JobUpdated(DomainEvent):
 
 
 class JobRetried(DomainEvent):
-    """The job went back to pending as attempt ``attempt``; ``type`` and ``priority`` let the
-    relay publish its work without loading the job."""
+    """The job went back to pending as attempt ``attempt`` (the same attempt when a
+    processor handed it back on shutdown); ``reason`` says why the previous attempt ended.
+    ``type`` and ``priority`` let the relay publish its work without loading the job;
+    processors claim it no earlier than ``not_before`` (ISO 8601 UTC, backoff) if set.
+
+    Schema version 2 added ``not_before``; version 1 events are upcast with None.
+    """
+
+    class_version = 2
 
     attempt: int
     reason: str
     type: str
     priority: str
+    not_before: str | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 had no backoff: claim at once."""
+        state["not_before"] = None
+
+
+class JobDeadLettered(DomainEvent):
+    """The job failed for good after ``attempts`` attempts; its work went to the
+    dead-letter topic, where operators list and re-drive it."""
+
+    code: str
+    message: str
+    attempts: int
+    type: str
 
 
 class JobArchived(DomainEvent):

@@ -145,6 +145,11 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     platform.effective_settings = system.effective_settings
     platform.open_job_ids = lambda project_id: queries.open_job_ids(engine, project_id)
     platform.encrypt = lambda text: cipher.encrypt(text.encode()).decode()
+    platform.retry_policy = lambda job_type: (
+        int(settings.max_attempts.get(job_type, settings.max_attempts.get("default", 3))),
+        settings.retry_backoff_s,
+        settings.retry_backoff_cap_s,
+    )
     if create_tables:
         from api import live
         from api.audit import create_audit_table

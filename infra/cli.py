@@ -19,6 +19,8 @@ projections_app = typer.Typer(no_args_is_help=True, help="Read-model operations:
 app.add_typer(projections_app, name="projections")
 jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and act on jobs.")
 app.add_typer(jobs_app, name="jobs")
+letters_app = typer.Typer(no_args_is_help=True, help="Jobs that exhausted their attempts.")
+app.add_typer(letters_app, name="dead-letters")
 audit_app = typer.Typer(no_args_is_help=True, help="Check the read models against the event store.")
 app.add_typer(audit_app, name="audit")
 
@@ -214,6 +216,52 @@ def jobs_history(job_id: str, as_json: Annotated[bool, typer.Option("--json", he
                 f"{item['position']:>8}  v{item['version']:<4} {item['occurred_at']}  {item['type']:<20} by {actor}  "
                 f"{json.dumps(item['data'])[:120]}"
             )
+
+
+def _retry(job_id: str, reason: str) -> None:
+    import uuid
+
+    from commands.context import SYSTEM, Context
+    from commands.errors import DomainError
+    from commands.messages import RetryJob
+
+    system = bootstrap(load_settings())
+    try:
+        position = system.platform.retry_job(RetryJob(uuid.UUID(job_id), reason), Context(SYSTEM, f"cli-{uuid.uuid4()}"))
+    except (DomainError, ValueError) as exc:
+        typer.echo(f"error: {getattr(exc, 'detail', exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"job {job_id} is pending again (position {position})")
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: str) -> None:
+    """Send a failed or cancelled job back to pending as its next attempt."""
+    _retry(job_id, "retried by an operator")
+
+
+@letters_app.command("list")
+def dead_letters_list() -> None:
+    """Jobs that exhausted their attempts, newest first."""
+    from sqlalchemy import select
+
+    from projections import tables as t
+
+    system = bootstrap(load_settings())
+    with system.engine.connect() as conn:
+        rows = conn.execute(select(t.dead_letters).order_by(t.dead_letters.c.dead_lettered_at.desc())).mappings().all()
+    for r in rows:
+        typer.echo(
+            f"{r['id']}  {r['type']:<12} {r['attempts']} attempts  {r['dead_lettered_at']:%Y-%m-%d %H:%M:%S}  "
+            f"{r['code']}: {r['message'][:80]}"
+        )
+    typer.echo(f"{len(rows)} dead letter(s)", err=True)
+
+
+@letters_app.command("redrive")
+def dead_letters_redrive(letter_id: str) -> None:
+    """Send a dead-lettered job back to pending as its next attempt."""
+    _retry(letter_id, "re-driven from the dead letters")
 
 
 @audit_app.command("verify")

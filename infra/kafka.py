@@ -44,6 +44,11 @@ def work_topic(prefix: str, job_type: str) -> str:
     return f"{prefix}.work.{job_type}"
 
 
+def dead_letter_topic(prefix: str) -> str:
+    """The topic of work that exhausted its attempts (listed and re-driven by operators)."""
+    return f"{prefix}.dead-letters"
+
+
 def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     """An idempotent producer (``acks=all``) with JSON values and str keys."""
     config: dict[str, Any] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,8 +19,8 @@ from kafka.errors import KafkaError
 from sqlalchemy import BigInteger, Column, DateTime, Engine, MetaData, String, Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from events import JobRetried, JobSubmitted, to_envelope
-from infra.kafka import events_topic, make_producer, work_topic
+from events import JobDeadLettered, JobRetried, JobSubmitted, to_envelope
+from infra.kafka import dead_letter_topic, events_topic, make_producer, work_topic
 from projections import tables as rm
 from projections.follow import NotificationSource, StoreWaiter
 
@@ -64,11 +65,13 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         requeue_after_s: float = 30.0,
         reconcile_interval_s: float = 10.0,
+        reaper: Callable[[], int] | None = None,
     ) -> None:
         self.engine, self.source, self.decode, self.bootstrap = engine, source, decode, bootstrap
         self.prefix, self.waiter, self.batch_size = prefix, waiter, batch_size
         self.poll_interval_s, self.requeue_after_s = poll_interval_s, requeue_after_s
         self.reconcile_interval_s = reconcile_interval_s
+        self.reaper = reaper
         self._producer: Any = None
         self._stop = threading.Event()
         self._last_reconcile = 0.0
@@ -124,6 +127,14 @@ class OutboxRelay:
             envelope = to_envelope(event, n.id)
             key = envelope["aggregate_id"]
             futures.append(producer.send(events_topic(self.prefix), key=key, value=envelope))
+            if isinstance(event, JobDeadLettered):
+                letter = {
+                    **work_message(key, event.type, event.originator_version, n.id, "normal"),
+                    "code": event.code,
+                    "message": event.message,
+                    "attempts": event.attempts,
+                }
+                futures.append(producer.send(dead_letter_topic(self.prefix), key=key, value=letter))
             if isinstance(event, (JobSubmitted, JobRetried)):
                 msg = work_message(key, event.type, event.originator_version, n.id, event.priority)
                 futures.append(producer.send(work_topic(self.prefix, event.type), key=key, value=msg))
@@ -166,6 +177,8 @@ class OutboxRelay:
                 n = self.run_once()
                 if time.monotonic() - self._last_reconcile > self.reconcile_interval_s:
                     self._last_reconcile = time.monotonic()
+                    if self.reaper is not None:
+                        self.reaper()
                     self.reconcile()
                 backoff = 0.2
                 if n == self.batch_size:

@@ -22,6 +22,7 @@ from commands.context import SYSTEM, Context
 from commands.errors import Conflict
 from commands.messages import CreateUser
 from infra.bootstrap import System
+from infra.leases import LeaseStore, reap
 from infra.relay import OutboxRelay
 from infra.secrets import secret_key
 
@@ -57,6 +58,22 @@ def api_app(system: System) -> FastAPI:
     return create_app(services, cors_origins=s.cors_origin_list)
 
 
+class JobLease:
+    """The lease of one claimed job, taken on creation (see :mod:`infra.leases`)."""
+
+    def __init__(self, store: LeaseStore, job_id: str, processor_id: str, attempt: int) -> None:
+        self.store, self.job_id, self.processor_id = store, job_id, processor_id
+        store.acquire(job_id, processor_id, attempt)
+
+    def renew(self) -> bool:
+        """Extend the lease; False once another processor owns the job."""
+        return self.store.renew(self.job_id, self.processor_id)
+
+    def release(self) -> None:
+        """Drop the lease."""
+        self.store.release(self.job_id, self.processor_id)
+
+
 def broker_check(bootstrap: str, ttl_s: float = 5.0) -> Callable[[], str]:
     """A cheap readiness probe of the broker: can any bootstrap address be reached over
     TCP (0.5 s timeout)? Answers are cached for ``ttl_s`` seconds."""
@@ -85,6 +102,7 @@ def relay(system: System) -> OutboxRelay:
     s = system.settings
     if not s.kafka_bootstrap_servers:
         raise RuntimeError("no broker: set AIORCH_KAFKA_BOOTSTRAP_SERVERS, or start the system with `aiorch up`")
+    leases = LeaseStore(system.engine, s.lease_s)
     return OutboxRelay(
         system.engine,
         system.platform.recorder,
@@ -95,6 +113,7 @@ def relay(system: System) -> OutboxRelay:
         poll_interval_s=max(s.poll_interval_s * 10, 0.2),
         requeue_after_s=s.requeue_after_s,
         reconcile_interval_s=s.reconcile_interval_s,
+        reaper=lambda: reap(system.platform, leases),
     )
 
 
@@ -161,6 +180,30 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
                 ).scalar_one()
             )
 
+    proc_id = processor_id_ or processor_id()
+    lease_store = LeaseStore(system.engine, s.lease_s)
+    rank = {"high": 0, "normal": 1, "low": 2}
+
+    def better_job(job_types: list[str], priority: str, job_id: str) -> dict[str, Any] | None:
+        """The oldest due pending job of ``job_types`` with a higher priority, as a work message."""
+        higher = [p for p, r in rank.items() if r < rank.get(priority, 1)]
+        if not higher:
+            return None
+        with system.engine.connect() as conn:
+            row = conn.execute(
+                select(t.jobs.c.id, t.jobs.c.type, t.jobs.c.version)
+                .where(
+                    t.jobs.c.status == "pending",
+                    t.jobs.c.type.in_(job_types),
+                    t.jobs.c.priority.in_(higher),
+                    t.jobs.c.archived.is_(False),
+                    t.jobs.c.id != job_id,
+                )
+                .order_by(t.jobs.c.created_at)
+                .limit(1)
+            ).first()
+        return {"job_id": row.id, "type": row.type, "version": row.version} if row else None
+
     @contextmanager
     def slot_guard(owner_id: str) -> Iterator[bool]:
         """Serialise claims for one owner (a PostgreSQL advisory lock) and say whether
@@ -186,10 +229,13 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
         lambda: make_consumer(bootstrap, s.consumer_group, topics),
         system.blobs.path,
         store_result,
-        processor_id=processor_id_ or processor_id(),
-        tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s),
+        processor_id=proc_id,
+        tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s, s.heartbeat_s),
         stale_probe=stale_probe,
         slot_guard=slot_guard,
         limits=system.effective_settings,
+        leases=lambda job_id, attempt: JobLease(lease_store, job_id, proc_id, attempt),
+        max_run_s=lambda job_type: float(s.max_run_s.get(job_type, s.max_run_s.get("default", 3600.0))),
+        better_job=better_job,
         stale_check_s=max(s.requeue_after_s, 1.0),
     )

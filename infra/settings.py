@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     max_upload_bytes: int = 512 * 1024 * 1024
     db_pool_size: int = 10
+    #: per job type, with a "default": attempts before a job fails for good, and the most
+    #: seconds one attempt may run (then it is stopped and fails as ``timed_out``)
+    max_attempts: dict[str, int] = Field(default_factory=lambda: {"default": 3})
+    max_run_s: dict[str, float] = Field(default_factory=lambda: {"default": 3600.0})
+    #: exponential backoff between attempts: base × 2^(attempt−1), capped, with equal jitter
+    retry_backoff_s: float = 2.0
+    retry_backoff_cap_s: float = 60.0
 
     @property
     def resolved_model_dir(self) -> Path:

@@ -1,5 +1,5 @@
-"""One run of one claimed job: coalesced progress, batched logs, cancellation checkpoints,
-result files, and the final command (complete, fail or cancelled)."""
+"""One run of one claimed job: coalesced progress, batched logs, heartbeats, cancellation,
+timeout and hand-back checkpoints, result files, and the final command."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from commands.context import Context
 from commands.errors import Conflict, DomainError
 from commands.job import RUNNING, Job
-from commands.messages import AppendLogs, CompleteJob, ConfirmCancellation, FailJob, UpdateProgress
+from commands.messages import AppendLogs, CompleteJob, ConfirmCancellation, EndAttempt, ReleaseJob, UpdateProgress
 from commands.service import Platform
 from processors.engines.base import Engine, EngineContext, EngineError, JobCancelled
 
@@ -27,18 +27,32 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunTuning:
-    """How often a run writes to the store (seconds)."""
+    """How often a run writes to the store and renews its lease, and how long it may run
+    (seconds)."""
 
     progress_interval_s: float = 1.0
     log_batch_s: float = 1.0
     cancel_check_s: float = 0.5
+    heartbeat_s: float = 10.0
+    max_run_s: float = 3600.0
+
+
+class Lease(Protocol):
+    """A job's lease: ``renew()`` answers False once another processor owns the job."""
+
+    def renew(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 class JobRun:
     """Runs ``engine`` on ``job`` (already claimed by this processor) and reports to the store.
 
     Progress is coalesced: at most one stored event per ``progress_interval_s``, plus every
-    change of stage (ARCHITECTURE.md, invariant 8). Log lines are stored in batches.
+    change of stage (ARCHITECTURE.md, invariant 8). Log lines are stored in batches. The
+    engine stops at its next checkpoint when the job is cancelled, when it runs past
+    ``max_run_s`` (failed as ``timed_out``), when the processor stops (the job is handed
+    back) or when the lease is lost (nothing more is reported: another processor owns it).
     """
 
     def __init__(
@@ -51,10 +65,13 @@ class JobRun:
         store_result: Callable[[Path, str], dict[str, Any]],
         tuning: RunTuning,
         limits: dict[str, Any] | None = None,
+        lease: Lease | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.platform, self.job, self.engine, self.ctx = platform, job, engine, ctx
         self.limits = limits or {}
         self.blob_path, self.store_result, self.tuning = blob_path, store_result, tuning
+        self.lease, self.stopping = lease, stopping or threading.Event()
         self.job_id: UUID = job.id
         self._lock = threading.Lock()
         self._last_progress = (-1, "")
@@ -62,9 +79,12 @@ class JobRun:
         self._logs: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._last_cancel_check = 0.0
-        self._stop_requested = False
+        self._started = time.monotonic()
+        self._cancelled = False
+        self.lost = False
+        self.timed_out = False
 
-    # -- callbacks given to the engine ------------------------------------------------------
+    # -- callbacks given to the engine ----------------------------------------------------
 
     def report(self, progress: int, stage: str) -> None:
         """Store progress if the stage changed or ``progress_interval_s`` passed."""
@@ -99,85 +119,133 @@ class JobRun:
             self._command(self.platform.append_logs, AppendLogs(self.job_id, logs))
 
     def should_stop(self) -> bool:
-        """Checkpoint: has cancellation been requested (checked every ``cancel_check_s``)?"""
-        if self._stop_requested:
+        """Checkpoint: cancelled (checked in the store every ``cancel_check_s``), timed out,
+        the processor stopping, or the lease lost?"""
+        if self.lost or self._cancelled or self.stopping.is_set():
+            return True
+        if time.monotonic() - self._started > self.tuning.max_run_s:
+            self.timed_out = True
             return True
         now = time.monotonic()
         if now - self._last_cancel_check >= self.tuning.cancel_check_s:
             self._last_cancel_check = now
             try:
                 job = self.platform.get_job(self.job_id)
-                self._stop_requested = job.cancel_requested or job.status != RUNNING
+                self._cancelled = job.cancel_requested or job.status != RUNNING
             except Exception:
                 log.warning("cancel check of job %s failed", self.job_id, exc_info=True)
-        return self._stop_requested
+        return self._cancelled
 
-    # -- the run -----------------------------------------------------------------------------
+    # -- the run ------------------------------------------------------------------------------
 
     def execute(self) -> str:
-        """Run the engine and record the outcome; returns the job's final status.
+        """Run the engine and record the outcome; returns what became of the job
+        (completed, retrying, failed, cancelled, handed_back, lost).
 
-        Never raises for engine failures: they fail the job, not the processor.
+        Never raises for engine failures: they end the job's attempt, not the processor.
         """
         work_dir = Path(tempfile.mkdtemp(prefix=f"aiorch-{self.job_id}-"))
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(beating,), name=f"heartbeat-{self.job_id}", daemon=True)
+        heart.start()
         try:
-            inputs = {field: self.blob_path(f["blob"]) for field, f in self.job.input_files.items()}
-            ectx = EngineContext(
-                job_id=str(self.job_id),
-                parameters={**self.job.parameters, **self._limit_parameters()},
-                input_files=inputs,
-                work_dir=work_dir,
-                report=self.report,
-                log=self.log,
-                should_stop=self.should_stop,
-            )
-            self.report(0, "started")
-            self.log("info", f"{self.engine.name} started on attempt {self.job.attempt}")
-            try:
-                result = self.engine.run(ectx)
-            except JobCancelled:
-                self.flush_logs()
-                self._command(self.platform.confirm_cancellation, ConfirmCancellation(self.job_id, "cancelled by user"))
-                return "cancelled"
-            except EngineError as exc:
-                return self._fail(exc.code, exc.message)
-            except Exception as exc:
-                log.exception("engine %s crashed on job %s", self.engine.name, self.job_id)
-                return self._fail("engine_error", f"{type(exc).__name__}: {exc}")
-            files = [self.store_result(path, f"results/{self.job_id}/{self.job.attempt}/{path.name}") for path in result.files]
-            self.flush_logs()
-            self._command(
-                self.platform.complete_job, CompleteJob(self.job_id, {"files": files, "meta": result.meta}, self.ctx.actor.id)
-            )
-            return "completed"
+            return self._run(work_dir)
         finally:
+            beating.set()
+            heart.join(5)
+            if self.lease is not None and not self.lost:
+                self.lease.release()
             shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _heartbeat(self, done: threading.Event) -> None:
+        while not done.wait(self.tuning.heartbeat_s):
+            if self.lease is None:
+                return
+            try:
+                if not self.lease.renew():
+                    log.warning("job %s: lease lost to another processor; stopping", self.job_id)
+                    self.lost = True
+                    return
+            except Exception:
+                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+
+    def _run(self, work_dir: Path) -> str:
+        inputs = {field: self.blob_path(f["blob"]) for field, f in self.job.input_files.items()}
+        ectx = EngineContext(
+            job_id=str(self.job_id),
+            parameters={**self.job.parameters, **self._limit_parameters()},
+            input_files=inputs,
+            work_dir=work_dir,
+            report=self.report,
+            log=self.log,
+            should_stop=self.should_stop,
+        )
+        self.report(0, "started")
+        self.log("info", f"{self.engine.name} started on attempt {self.job.attempt}")
+        try:
+            result = self.engine.run(ectx)
+        except JobCancelled:
+            return self._stopped()
+        except EngineError as exc:
+            return self._end(exc.code, exc.message, retryable=bool(getattr(exc, "retryable", False)))
+        except Exception as exc:
+            log.exception("engine %s crashed on job %s", self.engine.name, self.job_id)
+            return self._end("engine_error", f"{type(exc).__name__}: {exc}", retryable=False)
+        if self.lost:
+            return "lost"
+        files = [self.store_result(path, f"results/{self.job_id}/{self.job.attempt}/{path.name}") for path in result.files]
+        self.flush_logs()
+        done = self._command(
+            self.platform.complete_job,
+            CompleteJob(self.job_id, {"files": files, "meta": result.meta}, self.ctx.actor.id, self.job.attempt),
+        )
+        return "completed" if done else "lost"
+
+    def _stopped(self) -> str:
+        """The engine stopped at a checkpoint: say why in the store."""
+        self.flush_logs()
+        if self.lost:
+            return "lost"
+        if self.timed_out:
+            return self._end("timed_out", f"ran longer than {self.tuning.max_run_s:g} s", retryable=True)
+        if self.stopping.is_set() and not self._cancelled:
+            self._command(self.platform.release_job, ReleaseJob(self.job_id, self.ctx.actor.id))
+            return "handed_back"
+        self._command(self.platform.confirm_cancellation, ConfirmCancellation(self.job_id, "cancelled by user"))
+        return "cancelled"
 
     def _limit_parameters(self) -> dict[str, Any]:
         """The owner's limits the engine enforces (``_max_input_duration_s`` seconds)."""
         limit = self.limits.get("max_input_duration_s")
         return {"_max_input_duration_s": float(limit)} if limit else {}
 
-    def _fail(self, code: str, message: str) -> str:
-        self.log("error", message)
+    def _end(self, code: str, message: str, *, retryable: bool) -> str:
+        self.log("error", f"{code}: {message}")
         self.flush_logs()
-        self._command(self.platform.fail_job, FailJob(self.job_id, code, message))
-        return "failed"
+        outcome: list[bool] = []
 
-    def _command(self, handler: Callable[[Any, Context], Any], cmd: Any) -> None:
-        """Send a command, retrying briefly while the store is unreachable. A refused
-        command (the job was cancelled or lost meanwhile) is logged, not raised."""
-        for attempt in range(30):
+        def end(cmd: EndAttempt, ctx: Context) -> None:
+            outcome.append(self.platform.end_attempt(cmd, ctx)[0])
+
+        if not self._command(end, EndAttempt(self.job_id, code, message, retryable, self.ctx.actor.id, self.job.attempt)):
+            return "lost"
+        return "retrying" if outcome and outcome[0] else "failed"
+
+    def _command(self, handler: Callable[[Any, Context], Any], cmd: Any) -> bool:
+        """Send a command, retrying while the store is unreachable (the report is kept
+        until it returns). A refused command (the job was cancelled or lost meanwhile) is
+        logged, not raised; returns whether it was recorded."""
+        for attempt in range(1_000_000):
             try:
                 handler(cmd, self.ctx)
-                return
+                return True
             except Conflict as exc:
-                log.info("job %s: %s refused: %s", self.job_id, type(cmd).__name__, exc.detail)
-                self._stop_requested = True
-                return
+                log.warning("job %s: %s refused: %s", self.job_id, type(cmd).__name__, exc.detail)
+                self._cancelled = True
+                return False
             except DomainError:
                 log.exception("job %s: %s refused", self.job_id, type(cmd).__name__)
-                return
+                return False
             except Exception:
                 log.warning(
                     "job %s: %s failed (attempt %d); retrying",
@@ -187,4 +255,4 @@ class JobRun:
                     exc_info=attempt == 0,
                 )
                 time.sleep(min(0.2 * 2**attempt, 5.0))
-        log.error("job %s: gave up sending %s", self.job_id, type(cmd).__name__)
+        return False

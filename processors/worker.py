@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -23,7 +25,7 @@ from commands.job import PENDING
 from commands.messages import StartJob
 from commands.service import Platform
 from processors.engines.base import Engine
-from processors.run import JobRun, RunTuning
+from processors.run import JobRun, Lease, RunTuning
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,16 @@ class Processor:
         stale_check_s: float = 10.0,
         slot_guard: Callable[[str], AbstractContextManager[bool]] | None = None,
         limits: Callable[[str], dict[str, Any]] | None = None,
+        leases: Callable[[str, int], Lease] | None = None,
+        max_run_s: Callable[[str], float] | None = None,
+        better_job: Callable[[list[str], str, str], dict[str, Any] | None] | None = None,
     ) -> None:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
         self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
         self.tuning = tuning or RunTuning()
         self.stale_probe, self.stale_check_s = stale_probe, stale_check_s
-        self.slot_guard, self.limits = slot_guard, limits
+        self.slot_guard, self.limits, self.leases, self.max_run_s = slot_guard, limits, leases, max_run_s
+        self.better_job = better_job
         self._deferred: dict[str, dict[str, Any]] = {}  # job id → work message waiting for a free slot
         self.actor = Actor(id=processor_id, username=None, role="processor")
         self._stop = threading.Event()
@@ -140,6 +146,14 @@ class Processor:
             return None
         if job.status != PENDING:
             return None
+        if job.not_before and datetime.fromisoformat(job.not_before) > datetime.now(UTC):
+            self._deferred[str(job_id)] = message  # retry backoff: claim it when it is due
+            return None
+        if self.better_job is not None and not message.get("preferred"):
+            better = self.better_job(list(self.engines), job.priority, str(job_id))
+            if better is not None:  # a higher-priority job waits: run it first
+                self._deferred[str(job_id)] = message
+                return self.handle({**better, "preferred": True}, consumer)
         ctx = Context(self.actor, f"run-{job_id}-{job.attempt}")
         with self.slot_guard(job.owner_id) if self.slot_guard else nullcontext(True) as has_slot:
             if not has_slot:  # the owner's max_concurrent_jobs run already: wait pending
@@ -150,9 +164,12 @@ class Processor:
                 self.platform.start_job(StartJob(job_id, job.version, self.processor_id), ctx)
             except ClaimLost:
                 return None
+            # take the lease at once: the reaper gives a claim without one a lease's grace
+            lease = self.leases(str(job_id), job.attempt) if self.leases else None
         job = self.platform.get_job(job_id)
         limits = self.limits(job.owner_id) if self.limits else {}
-        run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, self.tuning, limits)
+        tuning = replace(self.tuning, max_run_s=self.max_run_s(job.type)) if self.max_run_s else self.tuning
+        run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, tuning, limits, lease, self._stop)
         status = self._run_beside_poll(run, consumer)
         self.completed.append(str(job_id))
         log.info("job %s (%s) %s on %s", job_id, job_type, status, self.processor_id)

@@ -18,6 +18,7 @@ from events import (
     JobCancelled,
     JobCancelRequested,
     JobCompleted,
+    JobDeadLettered,
     JobFailed,
     JobLogsAppended,
     JobProgressed,
@@ -270,6 +271,7 @@ class ReadModelProjection:
 
     @apply.register
     def _(self, e: JobRetried, conn: Connection, position: int) -> None:
+        conn.execute(self.t.dead_letters.delete().where(self.t.dead_letters.c.id == str(e.originator_id)))
         self._job(
             conn,
             e,
@@ -285,6 +287,25 @@ class ReadModelProjection:
             has_result=False,
             cancel_requested=False,
         )
+
+    @apply.register
+    def _(self, e: JobDeadLettered, conn: Connection, position: int) -> None:
+        self._job(conn, e, position)
+        job = conn.execute(
+            select(self.t.jobs.c.type, self.t.jobs.c.created_by_id).where(self.t.jobs.c.id == str(e.originator_id))
+        ).first()
+        row = {
+            "id": str(e.originator_id),
+            "type": job.type if job else "",
+            "code": e.code,
+            "message": e.message,
+            "attempts": e.attempts,
+            "owner_id": job.created_by_id if job else "",
+            "dead_lettered_at": e.timestamp,
+            "position": position,
+        }
+        stmt = pg_insert(self.t.dead_letters).values(row)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={k: stmt.excluded[k] for k in row if k != "id"}))
 
     @apply.register
     def _(self, e: JobArchived, conn: Connection, position: int) -> None:

@@ -190,7 +190,20 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("updated_at", DateTime(timezone=True), nullable=False),
         Column("position", BigInteger, nullable=False),
     )
+    dead_letters = Table(
+        f"rm_dead_letters{g}",
+        md,
+        Column("id", String(36), primary_key=True),
+        Column("type", String(40), nullable=False),
+        Column("code", String(40), nullable=False),
+        Column("message", Text, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("owner_id", String(36), nullable=False),
+        Column("dead_lettered_at", DateTime(timezone=True), nullable=False, index=True),
+        Column("position", BigInteger, nullable=False),
+    )
     return SimpleNamespace(
+        dead_letters=dead_letters,
         users=users,
         projects=projects,
         jobs=jobs,
@@ -205,6 +218,7 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
 
 #: Names of the read-model tables of every generation (and of their views).
 NAMES: tuple[str, ...] = (
+    "dead_letters",
     "users",
     "projects",
     "jobs",
@@ -237,3 +251,4 @@ revoked_sessions = _views.revoked_sessions
 settings = _views.settings
 agents = _views.agents
 providers = _views.providers
+dead_letters = _views.dead_letters

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -15,9 +17,11 @@ from sqlalchemy import func, select, text
 
 from api.audit import audit_log
 from api.auth import actor_of
-from api.deps import CurrentUser, ReadPosition, Services, ServicesDep
+from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write
 from api.pagination import PageParams, page_params, paginate
 from api.views import iso
+from commands.errors import NotFound
+from commands.messages import RetryJob
 from commands.permissions import require_admin
 from projections import tables as t
 
@@ -169,3 +173,47 @@ def audit(
 
 
 __all__ = ["Metrics", "router"]
+
+
+def dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
+    """``{id, job, type, code, message, attempts, owner, dead_lettered_at}``."""
+    return {
+        "id": row["id"],
+        "job": row["id"],
+        "type": row["type"],
+        "code": row["code"],
+        "message": row["message"],
+        "attempts": row["attempts"],
+        "owner": row["owner_id"],
+        "dead_lettered_at": iso(row["dead_lettered_at"]),
+    }
+
+
+@router.get("/api/dead-letters/", dependencies=[ReadPosition])
+def dead_letters(
+    request: Request,
+    services: ServicesDep,
+    user: CurrentUser,
+    params: Annotated[PageParams, Depends(page_params)],
+    type: str | None = None,
+) -> dict[str, Any]:
+    """Jobs that exhausted their attempts, newest first (admins). ``?type=``."""
+    require_admin(actor_of(user), "dead letters")
+    stmt = select(t.dead_letters)
+    if type:
+        stmt = stmt.where(t.dead_letters.c.type == type)
+    with services.engine.connect() as conn:
+        return paginate(request, conn, stmt.order_by(t.dead_letters.c.dead_lettered_at.desc()), params, dead_letter_json)
+
+
+@router.post("/api/dead-letters/{letter_id}/redrive/", status_code=202)
+async def redrive_dead_letter(letter_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+    """Send a dead-lettered job back to pending as its next attempt (admins)."""
+    require_admin(ctx.actor, "dead letters")
+    with services.engine.connect() as conn:
+        if conn.execute(select(t.dead_letters.c.id).where(t.dead_letters.c.id == str(letter_id))).first() is None:
+            raise NotFound(f"no dead letter {letter_id}")
+    position = await asyncio.to_thread(services.platform.retry_job, RetryJob(letter_id, "re-driven from the dead letters"), ctx)
+    return await after_write(
+        services, position, lambda: {"id": str(letter_id), "status": "pending", "position": position}, status_code=202
+    )
