@@ -150,7 +150,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
     """
     from datetime import UTC, datetime, timedelta
 
-    from sqlalchemy import func, select
+    from sqlalchemy import case, func, select
 
     from infra.kafka import make_consumer, work_topic
     from processors.engines import build_engines
@@ -169,16 +169,24 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
     def store_result(path: Any, key: str) -> dict[str, Any]:
         return system.blobs.put_file(path, key).describe()
 
-    def stale_probe(job_types: list[str]) -> int:
+    def stale_work(job_types: list[str], exclude: list[str]) -> dict[str, Any] | None:
+        """The most urgent due job of ``job_types`` pending past the requeue threshold."""
         cutoff = datetime.now(UTC) - timedelta(seconds=s.requeue_after_s)
+        urgency = case({"high": 0, "normal": 1}, value=t.jobs.c.priority, else_=2)
         with system.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(t.jobs)
-                    .where(t.jobs.c.status == "pending", t.jobs.c.type.in_(job_types), t.jobs.c.updated_at < cutoff)
-                ).scalar_one()
-            )
+            row = conn.execute(
+                select(t.jobs.c.id, t.jobs.c.type, t.jobs.c.version)
+                .where(
+                    t.jobs.c.status == "pending",
+                    t.jobs.c.type.in_(job_types),
+                    t.jobs.c.updated_at < cutoff,
+                    t.jobs.c.archived.is_(False),
+                    t.jobs.c.id.not_in(exclude),
+                )
+                .order_by(urgency, t.jobs.c.created_at)
+                .limit(1)
+            ).first()
+        return {"job_id": row.id, "type": row.type, "version": row.version} if row else None
 
     proc_id = processor_id_ or processor_id()
     lease_store = LeaseStore(system.engine, s.lease_s)
@@ -231,7 +239,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
         store_result,
         processor_id=proc_id,
         tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s, s.heartbeat_s),
-        stale_probe=stale_probe,
+        stale_work=stale_work,
         slot_guard=slot_guard,
         limits=system.effective_settings,
         leases=lambda job_id, attempt: JobLease(lease_store, job_id, proc_id, attempt),

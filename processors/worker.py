@@ -40,8 +40,9 @@ class Processor:
         blob_path: local path of an input blob key.
         store_result: copies a result file into blob storage, returns its description.
         processor_id: unique id of this processor (the claim's owner).
-        stale_probe: ``stale_probe(types)`` counts jobs of ``types`` pending longer than the
-            requeue threshold (read model); while idle with stale work, the consumer is
+        stale_work: ``stale_work(types, exclude)`` answers a work message for the most urgent job of
+            ``types`` pending longer than the requeue threshold (read model), or None; such
+            work is claimed directly, and when the consumer has been silent meanwhile it is
             recreated, since a consumer of a restarted broker may hear nothing more.
     """
 
@@ -55,7 +56,7 @@ class Processor:
         *,
         processor_id: str,
         tuning: RunTuning | None = None,
-        stale_probe: Callable[[list[str]], int] | None = None,
+        stale_work: Callable[[list[str], list[str]], dict[str, Any] | None] | None = None,
         stale_check_s: float = 10.0,
         slot_guard: Callable[[str], AbstractContextManager[bool]] | None = None,
         limits: Callable[[str], dict[str, Any]] | None = None,
@@ -66,7 +67,7 @@ class Processor:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
         self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
         self.tuning = tuning or RunTuning()
-        self.stale_probe, self.stale_check_s = stale_probe, stale_check_s
+        self.stale_work, self.stale_check_s = stale_work, stale_check_s
         self.slot_guard, self.limits, self.leases, self.max_run_s = slot_guard, limits, leases, max_run_s
         self.better_job = better_job
         self._deferred: dict[str, dict[str, Any]] = {}  # job id → work message waiting for a free slot
@@ -84,6 +85,23 @@ class Processor:
             engine.load()
         last_message = last_stale_check = time.monotonic()
         while not self._stop.is_set():
+            now = time.monotonic()
+            if self.stale_work is not None and now - last_stale_check > self.stale_check_s:
+                # Kafka delivers, it does not remember: work pending past the requeue
+                # threshold is claimed straight from the read models (the claim decides).
+                last_stale_check = now
+                try:
+                    stale = self.stale_work(list(self.engines), list(self._deferred))
+                except Exception:
+                    log.warning("stale-work check failed", exc_info=True)
+                    stale = None
+                if stale is not None:
+                    log.info("claiming stale pending job %s outside Kafka", stale["job_id"])
+                    self.handle(stale, self._consumer)
+                    if now - last_message > max(3 * self.stale_check_s, 15.0):
+                        log.warning("stale pending work and a silent consumer: reconnecting to the broker")
+                        self._reset_consumer()
+                    continue
             try:
                 if self._consumer is None:
                     last_message = time.monotonic()  # a new consumer gets time to join
@@ -97,13 +115,6 @@ class Processor:
                         consumer.commit()
                 if not batches and self._deferred:
                     self._retry_deferred(consumer)
-                now = time.monotonic()
-                if not batches and self.stale_probe and now - last_stale_check > self.stale_check_s:
-                    last_stale_check = now
-                    silent_for = now - last_message
-                    if silent_for > max(3 * self.stale_check_s, 15.0) and self.stale_probe(list(self.engines)):
-                        log.warning("stale pending work and a silent consumer: reconnecting to the broker")
-                        self._reset_consumer()
             except Exception:
                 log.exception("processor %s: consumer error; reconnecting", self.processor_id)
                 self._reset_consumer()
