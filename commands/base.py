@@ -43,6 +43,8 @@ class ServiceBase(Application):
         self.effective_settings: Callable[[str], dict[str, Any]] = lambda _user: {}
         self.open_job_ids: Callable[[str], list[str]] = lambda _project: []
         self.encrypt: Callable[[str], str] = _no_encryption
+        #: ``refuse_parameters(type, parameters) -> reason | None``: what the engines cannot do
+        self.refuse_parameters: Callable[[str, dict[str, Any]], str | None] = lambda _type, _params: None
         #: ``retry_policy(type) -> (max attempts, backoff base s, backoff cap s)``
         self.retry_policy: Callable[[str], tuple[int, float, float]] = lambda _type: (3, 2.0, 60.0)
 

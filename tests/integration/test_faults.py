@@ -9,13 +9,11 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime
 from typing import Any
 
-import httpx
 from kafka import KafkaConsumer
 
 from commands.context import Actor, Context
@@ -68,8 +66,12 @@ def test_retryable_failures_back_off_then_dead_letter(system: Any, runner: Any, 
     wait_until(lambda: admin.get("/api/dead-letters/").json()["count"] == 1, 10)
     letter = admin.get("/api/dead-letters/").json()["results"][0]
     assert letter["job"] == str(job_id) and letter["attempts"] == 3 and letter["code"] == "timed_out"
-    consumer = KafkaConsumer(dead_letter_topic(settings.topic_prefix), bootstrap_servers=settings.kafka_bootstrap_servers,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        dead_letter_topic(settings.topic_prefix),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     letters = [json.loads(r.value) for r in consumer]
     consumer.close()
     assert [m["job_id"] for m in letters] == [str(job_id)] and letters[0]["attempts"] == 3
@@ -87,13 +89,20 @@ def test_cancels_at_random_moments_end_consistently(system: Any, runner: Any) ->
     runner.relay()
     runner.processor()
     base = runner.api()
-    client = Client(base, "editor" if False else system.platform.repository.get(uuid.UUID(ctx.actor.id)).username,
-                    "editor-password")
+    client = Client(base, system.platform.repository.get(uuid.UUID(ctx.actor.id)).username, "editor-password")
     rng = random.Random(11)
     answers: dict[str, str] = {}
-    jobs = [client.post("/api/jobs/", json={"project": str(project), "type": "tts",
-                                             "parameters": {"text": f"Job {i}. " + "More words here. " * rng.randint(1, 4)}}).json()["id"]
-            for i in range(100)]
+    jobs = [
+        client.post(
+            "/api/jobs/",
+            json={
+                "project": str(project),
+                "type": "tts",
+                "parameters": {"text": f"Job {i}. " + "More words here. " * rng.randint(1, 4)},
+            },
+        ).json()["id"]
+        for i in range(100)
+    ]
     for job_id in jobs:
         time.sleep(rng.uniform(0, 0.05))
         resp = client.post(f"/api/jobs/{job_id}/cancel/")
@@ -124,18 +133,33 @@ def test_cancels_at_random_moments_end_consistently(system: Any, runner: Any) ->
     print("cancel outcomes:", counts)
 
 
+def running_with_progress(system: Any, job_id: Any) -> Any:
+    """The job if it runs and has reported progress, else None."""
+    job = system.platform.get_job(job_id)
+    return job if job.status == "running" and job.progress > 0 else None
+
+
 def _process(settings: Any, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIORCH_")}
-    env.update({
-        "AIORCH_DATABASE_URL": settings.database_url, "AIORCH_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "AIORCH_DATA_DIR": str(settings.data_dir), "AIORCH_MODEL_DIR": str(settings.model_dir),
-        "AIORCH_TOPIC_PREFIX": settings.topic_prefix, "AIORCH_CONSUMER_GROUP": settings.consumer_group,
-        "AIORCH_LEASE_S": str(settings.lease_s), "AIORCH_HEARTBEAT_S": str(settings.heartbeat_s),
-        "AIORCH_REQUEUE_AFTER_S": str(settings.requeue_after_s), "AIORCH_SECRET_KEY": "x" * 40, **(extra or {}),
-    })
-    log = open(settings.data_dir / f"processor-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115 - kept for the test's life
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", "process", "--types", "tts"], env=env, cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
+    env.update(
+        {
+            "AIORCH_DATABASE_URL": settings.database_url,
+            "AIORCH_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "AIORCH_DATA_DIR": str(settings.data_dir),
+            "AIORCH_MODEL_DIR": str(settings.model_dir),
+            "AIORCH_TOPIC_PREFIX": settings.topic_prefix,
+            "AIORCH_CONSUMER_GROUP": settings.consumer_group,
+            "AIORCH_LEASE_S": str(settings.lease_s),
+            "AIORCH_HEARTBEAT_S": str(settings.heartbeat_s),
+            "AIORCH_REQUEUE_AFTER_S": str(settings.requeue_after_s),
+            "AIORCH_SECRET_KEY": "x" * 40,
+            **(extra or {}),
+        }
+    )
+    log = open(settings.data_dir / f"processor-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115 - the child keeps it
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "process", "--types", "tts"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def test_kill_9_a_processor_in_the_middle_of_each_of_20_jobs(system: Any, runner: Any, settings: Any) -> None:
@@ -150,23 +174,19 @@ def test_kill_9_a_processor_in_the_middle_of_each_of_20_jobs(system: Any, runner
         for _ in range(20):  # one job at a time: each is caught running and its processor killed
             job_id, _ = system.platform.submit_job(SubmitJob(project, "tts", {"text": LONG_TEXT[:900]}), ctx)
             jobs.append(job_id)
-            try:
-                job = wait_until(lambda j=job_id: (lambda job: job if job.status == "running" and job.progress > 0 else None)(
-                    system.platform.get_job(j)), 120, 0.05, "the job to run")
-            except BaseException:
-                import glob
-                for f in sorted(glob.glob(str(settings.data_dir / "processor-*.log"))):
-                    print("=====", f, open(f).read()[-3000:])
-                print("kills so far", kills)
-                raise
+            job = wait_until(lambda j=job_id: running_with_progress(system, j), 120, 0.05, "the job to run")
             pid = int(job.processor_id.split("-")[-2])
             victim = next(p for p in procs if p.pid == pid)
             victim.send_signal(signal.SIGKILL)  # kill -9 in the middle of the job
             victim.wait(10)
             kills += 1
             procs = [p for p in procs if p.poll() is None] + [_process(settings)]
-        wait_until(lambda: all(system.platform.get_job(j).status == "completed" for j in jobs), 300, 1.0,
-                   "every job to complete after its processor was killed")
+        wait_until(
+            lambda: all(system.platform.get_job(j).status == "completed" for j in jobs),
+            300,
+            1.0,
+            "every job to complete after its processor was killed",
+        )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -210,4 +230,3 @@ def test_sigterm_hands_the_running_job_back(system: Any, runner: Any, settings: 
                 p.kill()
     kinds = [k for _, k, _ in events_of(system, job_id)]
     assert "JobRetried" in kinds and kinds.count("JobCompleted") == 1
-    assert httpx is not None and threading is not None
