@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from commands.agent import Agent
+from commands.agent import Agent, Provider
 from commands.base import Position, ServiceBase, invalid
 from commands.context import Context, acting_as
 from commands.errors import ClaimLost, Conflict, InvalidCommand, LateReport, NotFound
@@ -40,14 +40,16 @@ class JobHandlers(ServiceBase):
 
     # -- submission --------------------------------------------------------------------------
 
-    def validate_job(self, job_type: str, parameters: dict[str, Any], file_fields: set[str]) -> dict[str, Any]:
+    def validate_job(
+        self, job_type: str, parameters: dict[str, Any], file_fields: set[str], *, remote: bool = False
+    ) -> dict[str, Any]:
         """Check a submission's type, parameters and file fields before anything is stored.
 
         Returns the validated parameters. Raises InvalidCommand (422) naming each problem,
         including a job type whose engine is not installed.
         """
         params = validate_parameters(job_type, parameters)
-        missing = self.missing_engine(job_type)
+        missing = [] if remote else self.missing_engine(job_type)
         if missing:
             raise InvalidCommand(
                 f"the {job_type} engine is not installed here: missing {'; '.join(missing)}",
@@ -74,6 +76,7 @@ class JobHandlers(ServiceBase):
         """
         require_writer(ctx.actor)
         merged = dict(parameters)
+        remote = False  # an agent whose provider is remote runs the job there: no local engine needed
         if agent_id is not None:
             agent = self._get(Agent, agent_id)
             if agent is None or agent.deleted or (not ctx.actor.is_admin and agent.owner_id != ctx.actor.id):
@@ -83,12 +86,14 @@ class JobHandlers(ServiceBase):
             if agent.type != job_type:
                 raise invalid("agent", f"agent {agent_id} is for {agent.type} jobs, not {job_type}")
             merged = {**agent.configuration, **merged}
+            provider = self._get(Provider, agent.provider_id) if agent.provider_id else None
+            remote = provider is not None and not provider.deleted and provider.enabled and provider.kind == "openai_compatible"
         schema = SCHEMAS.get(job_type)
         if schema is not None and "language" in schema.model_fields and "language" not in merged:
             language = self.effective_settings(ctx.actor.id).get("default_language")
             if language:
                 merged["language"] = language
-        return self.validate_job(job_type, merged, file_fields)
+        return self.validate_job(job_type, merged, file_fields, remote=remote)
 
     def submit_job(self, cmd: SubmitJob, ctx: Context) -> tuple[UUID, Position]:
         """Submit a job into the actor's project; it waits pending for a processor.

@@ -58,6 +58,46 @@ def api_app(system: System) -> FastAPI:
     return create_app(services, cors_origins=s.cors_origin_list)
 
 
+def remote_engines(system: System) -> Callable[[Any], Any]:
+    """``engine_for(job)``: an engine of the remote provider named by the job's agent (kind
+    ``openai_compatible``, enabled; its API key decrypted here), or None to run locally.
+    Engines are cached per provider version and job type."""
+    from commands.agent import Agent, Provider
+    from infra.secrets import fernet
+
+    cipher = fernet(system.settings)
+    cache: dict[tuple[str, int, str], Any] = {}
+
+    def engine_for(job: Any) -> Any:
+        if not job.agent_id:
+            return None
+        agent = system.platform._get(Agent, job.agent_id)
+        if agent is None or not agent.provider_id:
+            return None
+        provider = system.platform._get(Provider, agent.provider_id)
+        if provider is None or provider.deleted or not provider.enabled or provider.kind != "openai_compatible":
+            return None
+        key = (str(provider.id), provider.version, job.type)
+        if key not in cache:
+            from processors.engines.remote import build_remote_engine
+
+            api_key = cipher.decrypt(provider.api_key_encrypted.encode()).decode() if provider.api_key_encrypted else None
+            cache[key] = build_remote_engine(
+                job.type,
+                {
+                    "kind": provider.kind,
+                    "base_url": provider.base_url,
+                    "api_key": api_key,
+                    "name": provider.name,
+                    "enabled": True,
+                    "model": agent.configuration.get("model"),
+                },
+            )
+        return cache[key]
+
+    return engine_for
+
+
 class JobLease:
     """The lease of one claimed job, taken on creation (see :mod:`infra.leases`)."""
 
@@ -245,5 +285,6 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
         leases=lambda job_id, attempt: JobLease(lease_store, job_id, proc_id, attempt),
         max_run_s=lambda job_type: float(s.max_run_s.get(job_type, s.max_run_s.get("default", 3600.0))),
         better_job=better_job,
+        remote_engine=remote_engines(system),
         stale_check_s=max(s.requeue_after_s, 1.0),
     )

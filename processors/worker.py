@@ -21,7 +21,7 @@ from uuid import UUID
 
 from commands.context import Actor, Context
 from commands.errors import ClaimLost, NotFound
-from commands.job import PENDING
+from commands.job import PENDING, Job
 from commands.messages import StartJob
 from commands.service import Platform
 from processors.engines.base import Engine
@@ -63,6 +63,7 @@ class Processor:
         leases: Callable[[str, int], Lease] | None = None,
         max_run_s: Callable[[str], float] | None = None,
         better_job: Callable[[list[str], str, str], dict[str, Any] | None] | None = None,
+        remote_engine: Callable[[Job], Engine | None] | None = None,
     ) -> None:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
         self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
@@ -70,6 +71,7 @@ class Processor:
         self.stale_work, self.stale_check_s = stale_work, stale_check_s
         self.slot_guard, self.limits, self.leases, self.max_run_s = slot_guard, limits, leases, max_run_s
         self.better_job = better_job
+        self.remote_engine = remote_engine
         self._deferred: dict[str, dict[str, Any]] = {}  # job id → work message waiting for a free slot
         self.actor = Actor(id=processor_id, username=None, role="processor")
         self._stop = threading.Event()
@@ -178,6 +180,8 @@ class Processor:
             # take the lease at once: the reaper gives a claim without one a lease's grace
             lease = self.leases(str(job_id), job.attempt) if self.leases else None
         job = self.platform.get_job(job_id)
+        if self.remote_engine is not None:  # the job's agent names a remote provider: run it there
+            engine = self.remote_engine(job) or engine
         limits = self.limits(job.owner_id) if self.limits else {}
         tuning = replace(self.tuning, max_run_s=self.max_run_s(job.type)) if self.max_run_s else self.tuning
         run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, tuning, limits, lease, self._stop)

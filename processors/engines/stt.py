@@ -313,6 +313,9 @@ class WhisperEngine(Engine):
             raise InvalidInput(f"parameter 'task' must be 'transcribe' or 'translate', got {task!r}")
         ctx.progress(0, "decoding")
         probed = self._probe(source)
+        from processors.engines.media import check_duration
+
+        check_duration(ctx, probed, "input_file")  # the owner's max_input_duration_s
         self._wait_idle(ctx)
 
         started = time.monotonic()
