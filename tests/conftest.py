@@ -9,7 +9,6 @@ Broker: ``AIORCH_TEST_KAFKA`` (host:port), else an embedded Tansu on a free port
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -39,19 +38,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {message or predicate}")
         time.sleep(interval)
-
-
-def normalize(text: str) -> str:
-    """Lower-case, punctuation removed, spaces collapsed (for word error rates)."""
-    text = re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("mr.", "mister").replace("mr ", "mister "))
-    return " ".join(text.split())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate of ``hypothesis`` against ``reference`` (jiwer)."""
-    import jiwer
-
-    return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
 
 
 # -- services, once per run -----------------------------------------------------------------

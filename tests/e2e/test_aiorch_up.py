@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from infra.embedded import free_port
-from tests.conftest import SHARED_DATA, wait_until, wer
+from tests.conftest import SHARED_DATA, wait_until
+from tests.support import wer
 
 LIBRIVOX = SHARED_DATA / "speech" / "librivox-0880.wav"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 # see the measured real-time factors).
 import importlib.util
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import Recorder, wer
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # pytest's rootdir is not on sys.path without a conftest
@@ -44,7 +45,6 @@ for _module, _hint in (
     if importlib.util.find_spec(_module) is None:
         pytest.skip(_hint, allow_module_level=True)
 
-import jiwer  # noqa: E402
 
 from processors.engines import (  # noqa: E402
     ALL_ENGINE_TYPES,
@@ -72,29 +72,6 @@ REFERENCES = {
     "cards-005": "eight of spades four of clubs seven of hearts",
     "cards-001": "ten of clubs",
 }
-
-
-def normalize(text: str) -> str:
-    """Lower-case, punctuation (hyphens included) to spaces, collapsed white space."""
-    return " ".join(re.sub(r"[^\w\s']|_", " ", text.lower()).replace("'", "").split())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
-
-
-class Recorder:
-    """Collects report/log calls of one EngineContext."""
-
-    def __init__(self) -> None:
-        self.reports: list[tuple[int, str]] = []
-        self.logs: list[tuple[str, str]] = []
-
-    def report(self, progress: int, stage: str) -> None:
-        self.reports.append((progress, stage))
-
-    def log(self, level: str, message: str) -> None:
-        self.logs.append((level, message))
 
 
 def make_ctx(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import re
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import Recorder, normalize, wer
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # pytest's rootdir is not on sys.path without a conftest
@@ -49,7 +50,6 @@ for _module, _hint in (
         pytest.skip(_hint, allow_module_level=True)
 
 import av  # noqa: E402
-import jiwer  # noqa: E402
 import numpy as np  # noqa: E402
 
 from processors.engines import (  # noqa: E402
@@ -102,29 +102,6 @@ HEAVY_MODULES = {
 }
 RTF: dict[str, tuple[float, float]] = {}
 """job type -> (processing seconds, media seconds), filled by the tests, printed last."""
-
-
-def normalize(text: str) -> str:
-    """Lower-case, punctuation (hyphens included) to spaces, collapsed white space."""
-    return " ".join(re.sub(r"[^\w\s']|_", " ", text.lower()).replace("'", "").split())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
-
-
-class Recorder:
-    """Collects report/log calls of one EngineContext."""
-
-    def __init__(self) -> None:
-        self.reports: list[tuple[int, str]] = []
-        self.logs: list[tuple[str, str]] = []
-
-    def report(self, progress: int, stage: str) -> None:
-        self.reports.append((progress, stage))
-
-    def log(self, level: str, message: str) -> None:
-        self.logs.append((level, message))
 
 
 def make_ctx(

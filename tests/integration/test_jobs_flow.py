@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED_DATA, wait_until, wer
+from tests.conftest import SHARED_DATA, wait_until
+from tests.support import wer
 
 LIBRIVOX = SHARED_DATA / "speech" / "librivox-0870.wav"
 LIBRIVOX_TEXT = (

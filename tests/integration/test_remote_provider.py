@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import Recorder
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # pytest's rootdir is not on sys.path without a conftest
     sys.path.insert(0, str(REPO))
@@ -266,24 +268,6 @@ def provider(provider_server: Provider) -> Iterator[Provider]:
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-class Recorder:
-    """Collects report/log calls of one EngineContext."""
-
-    def __init__(self) -> None:
-        self.reports: list[tuple[int, str]] = []
-        self.logs: list[tuple[str, str]] = []
-
-    def report(self, progress: int, stage: str) -> None:
-        self.reports.append((progress, stage))
-
-    def log(self, level: str, message: str) -> None:
-        self.logs.append((level, message))
-
-    @property
-    def stages(self) -> list[str]:
-        return list(dict.fromkeys(stage for _, stage in self.reports))
 
 
 def make_ctx(
