@@ -48,11 +48,6 @@ from .base import (
 )
 from .media import check_duration, probe_media
 from .stories import (
-    DEFAULT_LENGTH,
-    MAX_LENGTH,
-    MAX_PROMPT_CHARS,
-    MAX_STYLE_CHARS,
-    MIN_LENGTH,
     count_words,
     trim_to_length,
 )
@@ -896,29 +891,10 @@ def _story_parameters(params: dict[str, Any]) -> tuple[str, int, str, int]:
     Raises:
         InvalidInput: missing/too long prompt, bad length/style/seed, or ``narrate``.
     """
-    prompt = params.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInput("ai_stories needs a non-empty string parameter 'prompt'")
-    prompt = " ".join(prompt.split())
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"parameter 'prompt' has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-    length = params.get("length")
-    if length is None:
-        length = DEFAULT_LENGTH
-    if isinstance(length, bool) or not isinstance(length, int) or not MIN_LENGTH <= length <= MAX_LENGTH:
-        raise InvalidInput(
-            f"parameter 'length' must be a whole number of words from {MIN_LENGTH} to {MAX_LENGTH}, got {length!r}"
-        )
-    style = params.get("style") or ""
-    if not isinstance(style, str) or len(style) > MAX_STYLE_CHARS:
-        raise InvalidInput(f"parameter 'style' must be a string of at most {MAX_STYLE_CHARS} characters")
-    style = " ".join(style.split())
-    seed = params.get("seed")
-    if seed is None:
-        seed = random.randrange(2**31)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-        raise InvalidInput(f"parameter 'seed' must be an integer from 0 to {2**31 - 1}, got {seed!r}")
-    if params.get("narrate"):
+    from processors.engines.stories import story_parameters
+
+    prompt, length, style, seed, narrate = story_parameters(params)
+    if narrate:
         raise InvalidInput("narrated stories need the local engines; a remote provider writes the text only")
     return prompt, length, style, seed
 

@@ -295,7 +295,7 @@ class StoryEngine(Engine):
             ModelMissing / EngineError: the model could not be loaded or failed.
         """
         ctx.check_stop()
-        prompt, length, style, seed, narrate = self._parameters(ctx.parameters or {})
+        prompt, length, style, seed, narrate = story_parameters(ctx.parameters or {})
         self.load()
         work_dir = prepare_work_dir(ctx.work_dir)
         started = time.monotonic()
@@ -338,35 +338,6 @@ class StoryEngine(Engine):
             handle.write(text + "\n")
         ctx.progress(100, "narrating" if narrate else "generating")
         return EngineResult(files=files, meta=meta)
-
-    @staticmethod
-    def _parameters(params: dict[str, Any]) -> tuple[str, int, str, int, bool]:
-        prompt = params.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InvalidInput("ai_stories needs a non-empty string parameter 'prompt'")
-        prompt = " ".join(prompt.split())
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise InvalidInput(f"parameter 'prompt' has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-        length = params.get("length", DEFAULT_LENGTH)
-        if length is None:
-            length = DEFAULT_LENGTH
-        if isinstance(length, bool) or not isinstance(length, int) or not MIN_LENGTH <= length <= MAX_LENGTH:
-            raise InvalidInput(
-                f"parameter 'length' must be a whole number of words from {MIN_LENGTH} to {MAX_LENGTH}, got {length!r}"
-            )
-        style = params.get("style") or ""
-        if not isinstance(style, str) or len(style) > MAX_STYLE_CHARS:
-            raise InvalidInput(f"parameter 'style' must be a string of at most {MAX_STYLE_CHARS} characters")
-        style = " ".join(style.split())
-        seed = params.get("seed")
-        if seed is None:
-            seed = secrets.randbelow(2**31)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-            raise InvalidInput(f"parameter 'seed' must be an integer from 0 to {2**31 - 1}, got {seed!r}")
-        narrate = params.get("narrate", False)
-        if not isinstance(narrate, bool):
-            raise InvalidInput("parameter 'narrate' must be true or false")
-        return prompt, length, style, seed, narrate
 
     def _generate(
         self, ctx: EngineContext, prompt: str, length: int, style: str, seed: int, share: float
@@ -442,3 +413,38 @@ class StoryEngine(Engine):
         for start in range(done, len(tokens) - 1, _PREFILL_CHUNK):
             ctx.check_stop()
             llm.eval(tokens[start : min(start + _PREFILL_CHUNK, len(tokens) - 1)])
+
+
+def story_parameters(params: dict[str, Any]) -> tuple[str, int, str, int, bool]:
+    """``(prompt, length in words, style, seed, narrate)`` of an ai_stories job, checked;
+    a missing seed is drawn at random. Used by the local and the remote story engines.
+
+    Raises:
+        InvalidInput: missing or too long prompt, bad length, style, seed or narrate.
+    """
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidInput("ai_stories needs a non-empty string parameter 'prompt'")
+    prompt = " ".join(prompt.split())
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"parameter 'prompt' has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    length = params.get("length", DEFAULT_LENGTH)
+    if length is None:
+        length = DEFAULT_LENGTH
+    if isinstance(length, bool) or not isinstance(length, int) or not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise InvalidInput(
+            f"parameter 'length' must be a whole number of words from {MIN_LENGTH} to {MAX_LENGTH}, got {length!r}"
+        )
+    style = params.get("style") or ""
+    if not isinstance(style, str) or len(style) > MAX_STYLE_CHARS:
+        raise InvalidInput(f"parameter 'style' must be a string of at most {MAX_STYLE_CHARS} characters")
+    style = " ".join(style.split())
+    seed = params.get("seed")
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise InvalidInput(f"parameter 'seed' must be an integer from 0 to {2**31 - 1}, got {seed!r}")
+    narrate = params.get("narrate", False)
+    if not isinstance(narrate, bool):
+        raise InvalidInput("parameter 'narrate' must be true or false")
+    return prompt, length, style, seed, narrate
