@@ -1,22 +1,25 @@
 """Event-to-read-model lag at a steady event rate (default 200 events/s).
 
-One writer thread sends real commands straight to the write side at a fixed schedule
-(open loop: a late command does not delay the next ones' schedule):
+Writer threads (``--writers``, default 4) send real commands straight to the write side on
+a fixed schedule (open loop: command ``i`` is due at ``t0 + i / rate`` whatever happened to
+the ones before, so a slow command does not lower the offered rate):
 
 - ``--command submit`` (default): ``platform.submit_job(SubmitJob(...))``, one JobSubmitted
   event each;
-- ``--command progress``: ``platform.update_progress(...)`` round-robin over 20 running jobs,
-  one JobProgressed event each (loads a job aggregate from the store first).
+- ``--command progress``: ``platform.update_progress(...)`` round-robin over ``--jobs``
+  (default 200) running jobs, one JobProgressed event each (loads the job from the store).
 
 Each command returns the position (notification id) of its event once committed; the time
-it returned is taken as the commit time. A watcher thread polls the projector's tracking row
-(``projection_tracking``) every ``--poll-ms`` (default 1 ms) on its own connection and notes
-when the position changes. An event's lag is the first time the tracking position was seen
-≥ its position, minus its commit time (the poll interval adds up to ``--poll-ms``).
+it returned is taken as the commit time. A watcher process polls the projector's tracking row
+(``projection_tracking``, the serving read-model generation's row) every ``--poll-ms``
+(default 2 ms) on its own connection and notes when the position changes. An event's lag is
+the first time the tracking position was seen ≥ its position, minus its commit time (the
+polling adds up to ``--poll-ms`` plus one query).
 
-Prints achieved event rate, command (append) latency, lag p50/p90/p99/max (ms), CPU use per
-process, and whether the target (lag p99 ≤ 100 ms) was met. The projector and the relay run
-as their own processes (``--mode thread`` to run them in this process).
+Prints the achieved event rate, command (append) latency, lag p50/p90/p99/max (ms), CPU use
+per process (and per event), and whether the target (lag p99 ≤ 100 ms at the asked rate)
+was met. The projector and the relay run as their own processes (``--mode thread`` to run
+them in this process).
 
     /work/venv/bin/python bench/bench_lag.py [--seconds 20] [--rate 200] [--command submit|progress]
 
@@ -26,15 +29,18 @@ Exits 0 whether or not the target is met; 2 when the services could not be set u
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 from bench.common import (  # noqa: E402
     BenchSystem,
@@ -44,49 +50,78 @@ from bench.common import (  # noqa: E402
     run_main,
     say,
     summary,
+    warn_if_busy,
 )
 
 TARGET_P99_MS = 100.0
-JOBS_FOR_PROGRESS = 20
 
 
-class Watcher(threading.Thread):
-    """Polls the projector's tracking position and records ``(time, position)`` changes."""
+def _watch(conninfo: str, table: str, name: str, interval_s: float, position: Any, stop: Any, out: Any) -> None:
+    """The watcher process: poll the tracking row until ``stop`` is set, then send
+    ``(observations, polls)`` through ``out``."""
+    observations: list[tuple[float, int]] = []
+    polls, last = 0, -1
+    query = sql.SQL("SELECT position FROM {} WHERE name = %s").format(sql.Identifier(table))
+    with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cur:
+        while not stop.is_set():
+            cur.execute(query, (name,), prepare=True)
+            row = cur.fetchone()
+            now = time.perf_counter()  # CLOCK_MONOTONIC: the same clock in every process
+            polls += 1
+            current = int(row[0]) if row else 0
+            if current != last:
+                observations.append((now, current))
+                position.value = last = current
+            if interval_s:
+                time.sleep(interval_s)
+    out.send((observations, polls))
+    out.close()
 
-    def __init__(self, conninfo: str, name: str, interval_s: float) -> None:
-        super().__init__(daemon=True)
-        self.conn = psycopg.connect(conninfo, autocommit=True)
-        self.name_, self.interval_s = name, interval_s
+
+class Watcher:
+    """Polls the projector's tracking row in a process of its own (so that the writer
+    threads' GIL does not delay its observations) and records ``(time, position)`` changes.
+
+    :attr:`position` is the last position seen, live; :attr:`observations` and
+    :attr:`polls` are filled by :meth:`stop`.
+    """
+
+    def __init__(self, conninfo: str, row: tuple[str, str], interval_s: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._position = ctx.Value("q", 0, lock=False)
+        self._stop = ctx.Event()
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_watch, args=(conninfo, *row, interval_s, self._position, self._stop, send),
+                                 daemon=True)
+        self._proc.start()
+        send.close()
         self.observations: list[tuple[float, int]] = []
         self.polls = 0
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        query = "SELECT position FROM projection_tracking WHERE name = %s"
-        last = -1
-        with self.conn.cursor() as cur:
-            while not self._halt.is_set():
-                cur.execute(query, (self.name_,), prepare=True)
-                row = cur.fetchone()
-                now = time.perf_counter()
-                self.polls += 1
-                position = int(row[0]) if row else 0
-                if position != last:
-                    self.observations.append((now, position))
-                    last = position
-                if self.interval_s:
-                    time.sleep(self.interval_s)
-        self.conn.close()
+    @property
+    def pid(self) -> int:
+        """The watcher process's id."""
+        return int(self._proc.pid or 0)
 
-    def stop(self) -> None:
-        """Stop polling (returns at once; join to wait)."""
-        self._halt.set()
+    @property
+    def position(self) -> int:
+        """The last tracked position seen (0 before the first poll)."""
+        return int(self._position.value)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling and collect the observations."""
+        self._stop.set()
+        if self._recv.poll(timeout):
+            self.observations, self.polls = self._recv.recv()
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
 
 
 class Writer:
-    """Sends one command per call; returns the position of its event."""
+    """Sends one command per call (thread-safe); returns the position of its event."""
 
-    def __init__(self, bench: BenchSystem, command: str, project: str) -> None:
+    def __init__(self, bench: BenchSystem, command: str, project: str, jobs: int) -> None:
         from commands.context import Actor, Context
         from commands.messages import StartJob, SubmitJob, UpdateProgress
 
@@ -97,25 +132,66 @@ class Writer:
         self.UpdateProgress = UpdateProgress
         self.jobs: list[uuid.UUID] = []
         self.progress: dict[uuid.UUID, int] = {}
-        self.i = 0
         if command == "progress":
             self.processor = Context(Actor(id="bench-processor", username=None, role="processor"), "bench-run")
-            for _ in range(JOBS_FOR_PROGRESS):
+            for _ in range(jobs):
                 job_id, _ = self.platform.submit_job(self.submit, self.editor)
                 version = self.platform.get_job(job_id).version
                 self.platform.start_job(StartJob(job_id, version, "bench-processor"), self.processor)
                 self.jobs.append(job_id)
                 self.progress[job_id] = 0
 
-    def __call__(self) -> int:
-        self.i += 1
+    def __call__(self, i: int) -> int:
+        """Command number ``i`` (progress commands go round-robin over the jobs)."""
         if self.command == "submit":
             _, position = self.platform.submit_job(self.submit, self.editor)
             return int(position)
-        job_id = self.jobs[self.i % len(self.jobs)]
+        job_id = self.jobs[i % len(self.jobs)]
         self.progress[job_id] = min(100, self.progress[job_id] + 1)
         return int(self.platform.update_progress(
-            self.UpdateProgress(job_id, self.progress[job_id], f"step {self.i}"), self.processor))
+            self.UpdateProgress(job_id, self.progress[job_id], f"step {i}"), self.processor))
+
+
+class Schedule:
+    """Open-loop schedule shared by the writer threads: command ``i`` is due at
+    ``t0 + i / rate``; a writer takes the next number, sleeps until it is due (or runs it at
+    once if late) and records ``(called, returned, position)``."""
+
+    def __init__(self, write: Writer, rate: float, total: int, warm: int) -> None:
+        self.write, self.interval, self.total, self.warm = write, 1.0 / rate, total, warm
+        self.t0 = time.perf_counter() + 0.1
+        self.next = 0
+        self.lock = threading.Lock()
+        self.records: list[tuple[float, float, int]] = []
+        self.late = 0
+        self.errors: list[str] = []
+        self.warm_done = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            with self.lock:
+                i = self.next
+                self.next += 1
+            if i >= self.total:
+                return
+            if i == self.warm:
+                self.warm_done.set()
+            due = self.t0 + i * self.interval
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            elif now - due > self.interval and i >= self.warm:
+                self.late += 1
+            called = time.perf_counter()
+            try:
+                position = self.write(i)
+            except Exception as exc:  # noqa: BLE001 - counted and shown, the run goes on
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            returned = time.perf_counter()
+            if i >= self.warm:
+                with self.lock:
+                    self.records.append((called, returned, position))
 
 
 def main() -> int:
@@ -123,7 +199,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured duration (default 20)")
     parser.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     parser.add_argument("--command", choices=("submit", "progress"), default="submit")
-    parser.add_argument("--poll-ms", type=float, default=1.0, help="watcher poll interval (default 1 ms)")
+    parser.add_argument("--writers", type=int, default=4, help="writer threads sharing the schedule (default 4)")
+    parser.add_argument("--jobs", type=int, default=200, help="running jobs that progress commands cycle over")
+    parser.add_argument("--poll-ms", type=float, default=2.0, help="watcher poll interval (default 2 ms)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up seconds (default 2)")
     parser.add_argument("--mode", choices=("process", "thread"), default="process")
     parser.add_argument("--no-relay", action="store_true", help="do not run the outbox relay")
@@ -134,55 +212,47 @@ def main() -> int:
     if profile:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
 
+    warn_if_busy()
     with BenchSystem(api=False, projector=True, relay=not args.no_relay, mode=args.mode, profile=profile,
                      profile_dir=args.profile_dir) as bench:
         from infra.db import conninfo
-        from projections.projector import NAME
 
         bench.create_user("bench-editor", "editor")
         project = bench.create_project("bench-editor")
-        write = Writer(bench, args.command, project)
+        write = Writer(bench, args.command, project, args.jobs)
         bench.wait_projected(bench.max_position())
-        watcher = Watcher(conninfo(bench.database_url), NAME, args.poll_ms / 1000)
-        watcher.start()
+        watcher = Watcher(conninfo(bench.database_url), bench.tracking_row(), args.poll_ms / 1000)
 
-        interval = 1.0 / args.rate
         total = int((args.warmup + args.seconds) * args.rate)
         warm = int(args.warmup * args.rate)
-        say(f"{args.command} commands at {args.rate:g}/s: {args.warmup:g} s warm-up, then {args.seconds:g} s measured")
-        records: list[tuple[float, float, int]] = []  # (called, returned, position)
-        late = 0
-        meter = CpuMeter(bench.pids())
-        t0 = time.perf_counter() + 0.05
-        next_report = t0 + args.warmup + 5
-        for i in range(total):
-            if i == warm:
-                meter.start()
-            due = t0 + i * interval
-            now = time.perf_counter()
-            if due > now:
-                time.sleep(due - now)
-            elif now - due > interval:
-                late += i >= warm
-            called = time.perf_counter()
-            position = write()
-            returned = time.perf_counter()
-            if i >= warm:
-                records.append((called, returned, position))
-            if returned >= next_report:
-                n = len(records)
-                say(f"  {n} events measured, tracking at {watcher.observations[-1][1] if watcher.observations else 0}, "
-                    f"last position {position}")
-                next_report += 5
-        elapsed = records[-1][1] - records[0][0] if records else 0.0
-        last = records[-1][2] if records else 0
+        say(f"{args.command} commands at {args.rate:g}/s from {args.writers} writer threads: "
+            f"{args.warmup:g} s warm-up, then {args.seconds:g} s measured")
+        meter = CpuMeter({**bench.pids(), "watcher (polls)": watcher.pid}, bench.postgres_ids())
+        schedule = Schedule(write, args.rate, total, warm)
+        writers = [threading.Thread(target=schedule.run, daemon=True) for _ in range(args.writers)]
+        for w in writers:
+            w.start()
+        schedule.warm_done.wait()
+        meter.start()
+        while any(w.is_alive() for w in writers):
+            for w in writers:
+                w.join(5)
+            if any(w.is_alive() for w in writers):
+                say(f"  {len(schedule.records)} events measured, read model at {watcher.position}, "
+                    f"store at {bench.max_position()}")
+            bench.check_roles()
+        records = sorted(schedule.records)
+        late = schedule.late
+        if schedule.errors:
+            say(f"{len(schedule.errors)} commands failed, e.g. {schedule.errors[0]}")
+        elapsed = max(r[1] for r in records) - records[0][0] if records else 0.0
+        last = max((r[2] for r in records), default=0)
         deadline = time.perf_counter() + 60
-        while (not watcher.observations or watcher.observations[-1][1] < last) and time.perf_counter() < deadline:
+        while watcher.position < last and time.perf_counter() < deadline:
             bench.check_roles()
             time.sleep(0.005)
         meter.stop()
         watcher.stop()
-        watcher.join(5)
 
         obs = watcher.observations
         positions = [p for _, p in obs]
@@ -205,7 +275,7 @@ def main() -> int:
 
         print()
         print(f"event → read-model lag  ({args.command} commands, target {args.rate:g}/s, {args.seconds:g} s, "
-              f"roles as {args.mode}es{', no relay' if args.no_relay else ''})")
+              f"roles {'as processes' if args.mode == 'process' else 'in threads'}{', no relay' if args.no_relay else ''})")
         print(f"  events            {len(records)} ({distinct} distinct positions; {late} sent > 1 interval late)")
         print(f"  event rate        {rate:.1f}/s")
         print(f"  append latency    p50 {append['p50']:.2f}  p99 {append['p99']:.2f}  max {append['max']:.2f} ms "
@@ -216,8 +286,11 @@ def main() -> int:
         print(f"  watcher           {watcher.polls} polls, {batches} position changes seen"
               f" (≈ {len(records) / max(batches, 1):.1f} events per projector commit)"
               + (f", {missing} events never seen" if missing else ""))
+        if missing:
+            print("  !! the read model stopped short of the store: the projector is stuck or failing "
+                  "(rerun with AIORCH_BENCH_KEEP=1 and read projector.log in the kept folder)")
         print("  CPU during the measured run:")
-        for line in meter.report():
+        for line in meter.report(len(records)):
             print(f"    {line}")
         met = lag["p99"] <= TARGET_P99_MS and not missing and rate >= 0.95 * args.rate
         print(f"  target lag p99 ≤ {TARGET_P99_MS:.0f} ms at {args.rate:g} events/s: {'MET' if met else 'NOT MET'}"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from bench.common import BenchSystem, CpuMeter, print_profile, run_main, say, summary  # noqa: E402
+from bench.common import BenchSystem, CpuMeter, print_profile, run_main, say, summary, warn_if_busy  # noqa: E402
 
 TARGET_RATE = 300.0
 TARGET_P99_MS = 100.0
@@ -81,6 +81,7 @@ def main() -> int:
     if profile:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
 
+    warn_if_busy()
     with BenchSystem(api=True, projector=True, relay=not args.no_relay, mode=args.mode, profile=profile,
                      profile_dir=args.profile_dir) as bench:
         bench.create_user("bench-editor", "editor")
@@ -96,7 +97,7 @@ def main() -> int:
         clients = [Client(bench.api_url, token, project, start_at, measure_from, stop_at) for _ in range(args.clients)]
         for c in clients:
             c.start()
-        meter = CpuMeter(bench.pids())
+        meter = CpuMeter(bench.pids(), bench.postgres_ids())
         while time.perf_counter() < measure_from:
             time.sleep(0.05)
         meter.start()
@@ -130,7 +131,7 @@ def main() -> int:
             jobs = conn.execute(select(func.count()).select_from(t.jobs)).scalar_one()
 
         print()
-        print(f"POST /api/jobs/  ({args.clients} clients, {args.seconds:g} s, roles as {args.mode}es"
+        print(f"POST /api/jobs/  ({args.clients} clients, {args.seconds:g} s, roles {'as processes' if args.mode == 'process' else 'in threads'}"
               f"{'' if not args.no_relay else ', no relay'})")
         print(f"  requests          {len(samples)}")
         print(f"  statuses          {', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}")
@@ -141,9 +142,9 @@ def main() -> int:
               f"max {lat['max']:.1f}  mean {lat['mean']:.1f} ms")
         if errors:
             print(f"  latency of all    p50 {lat_all['p50']:.1f}  p99 {lat_all['p99']:.1f}  max {lat_all['max']:.1f} ms")
-        print(f"  jobs in read model {jobs} (projector caught up {catch_up * 1000:.0f} ms after the run)")
+        print(f"  jobs in read model {jobs}, warm-up included (projector caught up {catch_up * 1000:.0f} ms after the run)")
         print("  CPU during the measured run:")
-        for line in meter.report():
+        for line in meter.report(len(ok)):
             print(f"    {line}")
         met = rate >= TARGET_RATE and lat["p99"] <= TARGET_P99_MS and not errors
         print(f"  target ≥ {TARGET_RATE:.0f}/s and p99 ≤ {TARGET_P99_MS:.0f} ms: "

@@ -13,9 +13,13 @@ The broker is always an embedded Tansu (``infra.embedded.start_broker``) on a fr
 Roles run like ``aiorch up`` runs them: each in its own process (the ``infra.cli``
 commands ``api``, ``projector``, ``relay``, launched through :mod:`bench.role`, which keeps
 their System alive), so the API, the projector and the benchmark's clients do not share one
-GIL. ``mode="thread"`` runs them in this process instead (as the
-tests do). Everything is stopped and removed when the :class:`BenchSystem` closes, also on
-Ctrl-C or SIGTERM. ``AIORCH_BENCH_KEEP=1`` keeps the temporary folder (role logs).
+GIL. ``mode="thread"`` runs them in this process instead (as the tests do). Settings are the
+production defaults (poll intervals, pool sizes, read wait), except addresses, data folder,
+secret key and a unique topic prefix.
+
+Everything is stopped and removed when the :class:`BenchSystem` closes, also on Ctrl-C or
+SIGTERM; role processes also get SIGTERM if the benchmark process is killed.
+``AIORCH_BENCH_KEEP=1`` keeps the temporary folder (role logs).
 
 Usage::
 
@@ -118,48 +122,96 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(values) - idle) / _TICK, sum(values) / _TICK
 
 
-def postgres_cpu_s() -> float:
-    """CPU seconds of every process named ``postgres`` (server and backends) we may read."""
-    total = 0.0
+_PG_SERVER_TASKS = ("checkpointer", "background writer", "walwriter", "autovacuum launcher",
+                    "logical replication launcher", "stats collector", "archiver", "io worker")
+
+
+def parent_pid(pid: int) -> int:
+    """The parent process id of ``pid`` (0 if it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def postgres_processes(postmaster: int, database: str) -> dict[int, float]:
+    """CPU seconds per process of the PostgreSQL server ``postmaster`` that works for
+    ``database``: its backends (and autovacuum workers) and the server's own processes
+    (postmaster, WAL writer, checkpointer, ...), which every database shares. Backends of
+    other databases and other servers are left out (other people's tests)."""
+    out: dict[int, float] = {}
+    if postmaster:
+        out[postmaster] = process_cpu_s(postmaster)
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    total += process_cpu_s(int(entry.name))
-            except OSError:
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if (entry / "comm").read_text().strip() != "postgres" or parent_pid(pid) != postmaster:
                 continue
-    return total
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f" {database} " in f" {title} " or any(task in title for task in _PG_SERVER_TASKS):
+            out[pid] = process_cpu_s(pid)
+    return out
+
+
+def busy_cores_elsewhere(seconds: float = 1.0, exclude: Sequence[int] = ()) -> float:
+    """Cores used over ``seconds`` by processes other than this one and ``exclude``."""
+    pids = [os.getpid(), *exclude]
+    busy0, own0 = machine_cpu()[0], sum(process_cpu_s(p) for p in pids)
+    time.sleep(seconds)
+    busy1, own1 = machine_cpu()[0], sum(process_cpu_s(p) for p in pids)
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / seconds
+
+
+def warn_if_busy(seconds: float = 1.0, limit: float = 0.25) -> float:
+    """Print a warning when other processes keep the machine busy (figures would be noisy)."""
+    other = busy_cores_elsewhere(seconds)
+    if other > limit:
+        say(f"WARNING: other processes use {other:.2f} of {os.cpu_count()} cores right now; figures will be low and noisy")
+    return other
 
 
 class CpuMeter:
     """CPU use of the roles, this process, PostgreSQL and the machine over an interval.
 
     ``start()`` then ``stop()``; ``report()`` gives lines like ``api 0.82 cores``.
+    ``postgres`` is ``(postmaster pid, database)`` when the server runs on this machine.
     """
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], postgres: tuple[int, str] = (0, "")) -> None:
         self.pids = {"bench (this process)": os.getpid(), **pids}
+        self.postmaster, self.database = postgres
+        self._pg_start: dict[int, float] = {}
         self._start: dict[str, float] = {}
         self._used: dict[str, float] = {}
         self._wall = 0.0
 
     def _sample(self) -> dict[str, float]:
         out = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
-        out["postgres (all backends)"] = postgres_cpu_s()
-        busy, _total = machine_cpu()
-        out["machine (busy, all processes)"] = busy
+        out["machine (busy, all processes)"] = machine_cpu()[0]
         out["_wall"] = time.monotonic()
         return out
 
+    def _pg_sample(self) -> dict[int, float]:
+        return postgres_processes(self.postmaster, self.database) if self.postmaster else {}
+
     def start(self) -> None:
         """Take the first sample."""
+        self._pg_start = self._pg_sample()
         self._start = self._sample()
 
     def stop(self) -> None:
         """Take the second sample."""
         end = self._sample()
+        pg_end = self._pg_sample()
         self._wall = end.pop("_wall") - self._start.pop("_wall")
         self._used = {k: end[k] - self._start[k] for k in end}
+        if self.postmaster:  # per process, so that backends ending meanwhile do not count negative
+            self._used["postgres (bench db + server)"] = sum(
+                cpu - self._pg_start.get(pid, 0.0) for pid, cpu in pg_end.items())
 
     def other_cores(self) -> float:
         """Cores used on average by processes outside this benchmark (a noisy machine)."""
@@ -167,11 +219,19 @@ class CpuMeter:
         ours = sum(v for k, v in self._used.items() if not k.startswith("machine"))
         return max(0.0, busy - ours) / self._wall
 
-    def report(self) -> list[str]:
-        """One line per process group: cores used on average over the interval."""
+    def report(self, operations: int = 0) -> list[str]:
+        """One line per process group: cores used on average over the interval and, given the
+        number of ``operations`` done in it, CPU milliseconds per operation."""
         cores = os.cpu_count() or 1
-        lines = [f"{name:32s} {used / self._wall:5.2f} cores" for name, used in self._used.items()]
-        lines.append(f"{'other (not this benchmark)':32s} {self.other_cores():5.2f} cores")
+
+        def line(name: str, used: float) -> str:
+            per_op = f"  {used * 1000 / operations:6.2f} ms CPU per op" if operations else ""
+            return f"{name:32s} {used / self._wall:5.2f} cores{per_op}"
+
+        machine = "machine (busy, all processes)"
+        lines = [line(name, used) for name, used in self._used.items() if name != machine]
+        lines.append(line(machine, self._used[machine]))
+        lines.append(line("other (not this benchmark)", self.other_cores() * self._wall))
         lines.append(f"{'(machine has)':32s} {cores:5d} cores")
         return lines
 
@@ -322,6 +382,7 @@ class BenchSystem:
         self.server_url = ""
         self.database_url = ""
         self.database_name = ""
+        self.postmaster = 0
         self.pg_kind = ""
         self.broker_proc: Any = None
         self.bootstrap_servers = ""
@@ -388,6 +449,9 @@ class BenchSystem:
         with psycopg.connect(self.server_url, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{self.database_name}"')
             version = conn.execute("SHOW server_version").fetchone()
+            backend = conn.info.backend_pid
+        # The server's postmaster, if it runs here (for CPU accounting): our backend's parent.
+        self.postmaster = parent_pid(backend) if Path(f"/proc/{backend}").exists() else 0
         self.database_url = make_url(self.server_url).set(database=self.database_name).render_as_string(hide_password=False)
         say(f"PostgreSQL {version[0] if version else '?'} ({self.pg_kind}): database {self.database_name}")
 
@@ -465,15 +529,31 @@ class BenchSystem:
         for role in self.roles.values():
             role.check()
 
+    def postgres_ids(self) -> tuple[int, str]:
+        """``(postmaster pid, database)`` for :class:`CpuMeter` (pid 0 when not local)."""
+        return self.postmaster, self.database_name
+
     def pids(self) -> dict[str, int]:
         """Process ids of the role processes (``{}`` in thread mode)."""
         return {name: role.pid for name, role in self.roles.items() if isinstance(role, Role)}
 
     def close(self) -> None:
-        """Stop the roles and the broker, drop the database, remove the temporary folder."""
+        """Stop the roles and the broker, drop the database, remove the temporary folder.
+        A second Ctrl-C or SIGTERM during the clean-up is ignored, so it always finishes."""
         if self._closed:
             return
         self._closed = True
+        previous: list[tuple[int, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous.append((sig, signal.signal(sig, signal.SIG_IGN)))
+        try:
+            self._clean_up()
+        finally:
+            for sig, handler in previous:
+                signal.signal(sig, handler)
+
+    def _clean_up(self) -> None:
         keep = os.environ.get("AIORCH_BENCH_KEEP") == "1"
         for name, role in reversed(list(self.roles.items())):
             try:
@@ -507,11 +587,31 @@ class BenchSystem:
         return self.system
 
     def projected_position(self) -> int:
-        """The read models' tracked position."""
-        from projections.projector import current_position
+        """The read models' tracked position, as the API sees it."""
+        system: Any = self.sys
+        if hasattr(system, "projector_position"):
+            return int(system.projector_position())
+        from projections import projector
 
+        with system.engine.connect() as conn:
+            return int(projector.current_position(conn))
+
+    def tracking_row(self) -> tuple[str, str]:
+        """``(table, name)`` of the tracking row of the read models being served, for fast
+        polling with plain SQL (the projector's position is that row's ``position``)."""
+        from projections import tables as t
+
+        try:
+            from projections.generations import serving_generation, tracking_name
+        except ImportError:  # before read-model generations
+            from projections.projector import NAME
+
+            return t.tracking.name, NAME
         with self.sys.engine.connect() as conn:
-            return current_position(conn)
+            generation = serving_generation(conn)
+        if generation is None:
+            raise SetupError("no serving read-model generation")
+        return t.tracking.name, tracking_name(generation)
 
     def max_position(self) -> int:
         """The store's last notification id."""
