@@ -39,12 +39,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
+import psycopg
+from psycopg import sql
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     BenchSystem,
     CpuMeter,
+    SetupError,
     first_time_reaching,
     print_profile,
     run_main,
@@ -88,7 +89,7 @@ class Watcher:
 
     def __init__(self, conninfo: str, row: tuple[str, str], interval_s: float) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self._position = ctx.Value("q", 0, lock=False)
+        self._position = ctx.Value("q", -1, lock=False)  # -1 until the first poll
         self._stop = ctx.Event()
         self._recv, send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_watch, args=(conninfo, *row, interval_s, self._position, self._stop, send),
@@ -97,6 +98,11 @@ class Watcher:
         send.close()
         self.observations: list[tuple[float, int]] = []
         self.polls = 0
+        deadline = time.monotonic() + 60  # a spawned process imports the project first
+        while self._position.value < 0:
+            if not self._proc.is_alive() or time.monotonic() > deadline:
+                raise SetupError("the watcher process did not start polling")
+            time.sleep(0.01)
 
     @property
     def pid(self) -> int:
@@ -105,7 +111,7 @@ class Watcher:
 
     @property
     def position(self) -> int:
-        """The last tracked position seen (0 before the first poll)."""
+        """The last tracked position seen."""
         return int(self._position.value)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import BenchSystem, CpuMeter, print_profile, run_main, say, summary, warn_if_busy  # noqa: E402
+from bench.common import BenchSystem, CpuMeter, print_profile, run_main, say, summary, warn_if_busy
 
 TARGET_RATE = 300.0
 TARGET_P99_MS = 100.0
@@ -131,7 +131,8 @@ def main() -> int:
             jobs = conn.execute(select(func.count()).select_from(t.jobs)).scalar_one()
 
         print()
-        print(f"POST /api/jobs/  ({args.clients} clients, {args.seconds:g} s, roles {'as processes' if args.mode == 'process' else 'in threads'}"
+        roles = "as processes" if args.mode == "process" else "in threads"
+        print(f"POST /api/jobs/  ({args.clients} clients, {args.seconds:g} s, roles {roles}"
               f"{'' if not args.no_relay else ', no relay'})")
         print(f"  requests          {len(samples)}")
         print(f"  statuses          {', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}")

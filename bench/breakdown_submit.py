@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import BenchSystem, ThreadApi, process_cpu_s, run_main, say, summary, warn_if_busy  # noqa: E402
-from infra.embedded import free_port  # noqa: E402
+from bench.common import BenchSystem, ThreadApi, process_cpu_s, run_main, say, summary, warn_if_busy
+from infra.embedded import free_port
 
 # (label, where, attribute): the steps timed, in the order of the submit path. Indentation
 # in the label shows nesting.

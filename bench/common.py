@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import shutil
@@ -241,10 +242,8 @@ class CpuMeter:
 
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the benchmark process dies (Linux), even by SIGKILL."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -266,7 +265,7 @@ class Role:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_file: Path,
                  profile_out: Path | None = None) -> None:
         self.name, self.log_file = name, log_file
-        self._log = open(log_file, "ab")  # noqa: SIM115
+        self._log = open(log_file, "ab")  # noqa: SIM115 - closed in stop()
         if profile_out:
             module = ["bench.role", "--profile", str(profile_out)]
         elif os.environ.get("AIORCH_BENCH_PLAIN_CLI") == "1":
@@ -543,7 +542,7 @@ class BenchSystem:
         if self._closed:
             return
         self._closed = True
-        previous: list[tuple[int, Any]] = []
+        previous: list[tuple[signal.Signals, Any]] = []
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous.append((sig, signal.signal(sig, signal.SIG_IGN)))
@@ -558,7 +557,7 @@ class BenchSystem:
         for name, role in reversed(list(self.roles.items())):
             try:
                 role.stop()
-            except Exception as exc:  # noqa: BLE001 - cleanup goes on
+            except Exception as exc:  # noqa: BLE001 - the clean-up goes on
                 print(f"stopping {name}: {exc}", file=sys.stderr)
         if self.system is not None:
             self.system.close()
@@ -604,9 +603,9 @@ class BenchSystem:
         try:
             from projections.generations import serving_generation, tracking_name
         except ImportError:  # before read-model generations
-            from projections.projector import NAME
+            from projections import projector
 
-            return t.tracking.name, NAME
+            return t.tracking.name, str(getattr(projector, "NAME", "read_models_v1"))
         with self.sys.engine.connect() as conn:
             generation = serving_generation(conn)
         if generation is None:

@@ -73,7 +73,7 @@ def _keep_systems() -> None:
         _systems.append(system)
         return system
 
-    infra.cli.bootstrap = bootstrap  # type: ignore[assignment]
+    infra.cli.bootstrap = bootstrap
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
