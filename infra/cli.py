@@ -78,18 +78,26 @@ def relay() -> None:
     from infra.roles import relay as build_relay
 
     _logging()
-    r = build_relay(bootstrap(load_settings()))
+    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    r = build_relay(system)
     _stop_on_signals(r.stop)
-    r.run_forever()
+    try:
+        r.run_forever()
+    finally:
+        system.close()
 
 
 @app.command()
 def projector() -> None:
     """Run the read-model projector alone."""
     _logging()
-    p = bootstrap(load_settings()).projector()
+    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    p = system.projector()
     _stop_on_signals(p.stop)
-    p.run_forever()
+    try:
+        p.run_forever()
+    finally:
+        system.close()
 
 
 @app.command()
@@ -101,9 +109,13 @@ def process(types: Annotated[str, typer.Option(help="comma-separated job types, 
     from events.jobs import JOB_TYPES
 
     chosen = list(JOB_TYPES) if types.strip() == "all" else [t.strip() for t in types.split(",") if t.strip()]
-    proc = processor(bootstrap(load_settings()), chosen)
+    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    proc = processor(system, chosen)
     _stop_on_signals(proc.stop)
-    proc.run_forever()
+    try:
+        proc.run_forever()
+    finally:
+        system.close()
 
 
 @users_app.command("create")
