@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     bootstrap_admin: str | None = None
     environment: str = "development"
+    #: hostile-input limits (issue 13): request bodies other than multipart uploads, open
+    #: live connections per user, concurrent password checks per API process
+    max_body_bytes: int = 1024 * 1024
+    max_live_per_user: int = 20
+    max_password_checks: int = 4
+    #: proxies whose ``X-Forwarded-For`` / ``X-Forwarded-*`` are believed (addresses or CIDRs)
+    trusted_proxies: str = ""
+    #: the base of absolute URLs in answers (``https://…`` also turns on HSTS)
+    public_url: str | None = None
+    #: CIDRs where providers may live although private (a LAN model server)
+    provider_allowed_networks: str = ""
 
     # Tuning knobs (internal, but configurable so that tests run in seconds).
     access_token_ttl_s: int = 15 * 60
@@ -84,6 +95,17 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str]:
         """``AIORCH_CORS_ORIGINS`` split on commas, blanks dropped."""
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """``AIORCH_TRUSTED_PROXIES`` split on commas, blanks dropped."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+    @property
+    def provider_allowed_network_list(self) -> list[str]:
+        """``AIORCH_PROVIDER_ALLOWED_NETWORKS`` split on commas, blanks dropped."""
+        return [n.strip() for n in self.provider_allowed_networks.split(",") if n.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:
