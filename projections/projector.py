@@ -458,7 +458,8 @@ class Projector:
             return int(conn.execute(select(t.tracking.c.position).where(t.tracking.c.name == self.name)).scalar() or 0)
 
     def run_once(self, generation: int | None = None) -> int:
-        """Project the events after the tracked position, one batch; returns how many."""
+        """Project the events after the tracked position, one batch; returns how many
+        (parked ones included: the position moves past them, see :meth:`_apply_batch`)."""
         generation = generation or self.generation()
         name = tracking_name(generation)
         projection = self._projections.get(generation)

@@ -69,7 +69,13 @@ def catch_up(p: Projector) -> None:
 
 
 def cli_env(system: Any) -> dict[str, str]:
-    return {"AIORCH_DATABASE_URL": system.database_url, "AIORCH_DATA_DIR": str(system.settings.data_dir)}
+    s = system.settings
+    return {
+        "AIORCH_DATABASE_URL": system.database_url,
+        "AIORCH_DATA_DIR": str(s.data_dir),
+        "AIORCH_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
+        "AIORCH_TOPIC_PREFIX": s.topic_prefix,
+    }
 
 
 def test_an_undecodable_event_is_parked_and_the_next_command_still_appears(system: Any, settings: Any) -> None:
@@ -203,3 +209,42 @@ def test_a_rebuild_parks_the_poison_event_in_its_generation_and_finishes(system:
         (tracking_name(2), garbage): PARKED,
     }, "the old generation's records went with it"
     assert "junk" in (rows[(tracking_name(2), bogus)]["reason"] or "")
+
+
+def test_a_topic_whose_class_arrives_later_is_retried_for_the_projection_and_the_relay(system: Any) -> None:
+    from eventsourcing.utils import register_topic
+
+    from infra.roles import relay as build_relay
+
+    owner = create_user(system, "editor", "editor-password", "editor")
+    with acting_as(Context(Actor(owner, "editor", "editor"), "poison")):
+        model = Project(name="moved", description="", owner_id=owner)
+    system.platform.save(model)
+    table = f"{system.platform.name}_events"
+    with psycopg.connect(conninfo(system.database_url)) as conn:
+        row = conn.execute(f'SELECT state FROM "{table}" WHERE originator_id = %s', (model.id,)).fetchone()
+    assert row is not None
+    topic = f"events.renamed_{uuid.uuid4().hex[:8]}:ProjectMade"  # a class this release lacks
+    position = store_raw(system, topic, bytes(row[0]))
+    catch_up(projector(system))
+    relay = build_relay(system)
+    try:
+        while relay.run_once():
+            pass
+    finally:
+        relay.close()
+    assert {k for k, r in failure_rows(system).items() if r["state"] == PARKED} == {
+        (tracking_name(1), position),
+        (RELAY, position),
+    }
+
+    register_topic(topic, Project.ProjectCreated)  # the class is deployed
+    result = CliRunner().invoke(cli, ["projections", "retry", str(position)], env=cli_env(system))
+    assert result.exit_code == 0, result.output
+    assert {k: r["state"] for k, r in failure_rows(system).items()} == {
+        (tracking_name(1), position): RETRIED,
+        (RELAY, position): RETRIED,  # published now, acknowledged by the broker
+    }
+    with system.engine.connect() as conn:
+        names = conn.execute(select(t.projects.c.name).where(t.projects.c.owner_id == owner)).scalars().all()
+    assert names == ["moved", "moved"], "the retried event's project is in the read model"
