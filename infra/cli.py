@@ -15,7 +15,9 @@ from infra.settings import load_settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="aiorch: event-sourced orchestration of AI media jobs.")
 users_app = typer.Typer(no_args_is_help=True, help="Manage users (there is no signup).")
 app.add_typer(users_app, name="users")
-projections_app = typer.Typer(no_args_is_help=True, help="Read-model operations: status and blue/green rebuilds.")
+projections_app = typer.Typer(
+    no_args_is_help=True, help="Read-model operations: status, blue/green rebuilds, parked events (failures, retry, skip)."
+)
 app.add_typer(projections_app, name="projections")
 jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and act on jobs.")
 app.add_typer(jobs_app, name="jobs")
@@ -211,6 +213,109 @@ def projections_rebuild(
             progress=progress,
         )
     typer.echo(f"read models rebuilt as generation {generation} and switched; the old generation was dropped")
+
+
+@projections_app.command("failures")
+def projections_failures(
+    state: Annotated[str | None, typer.Option(help="parked, retried or skipped (default: all)")] = None,
+) -> None:
+    """Events a projection or the relay could not apply: position, follower, topic, state,
+    when, and the error (or the reason it was skipped)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from projections.failures import failures
+
+    system = bootstrap(load_settings())
+    with system.engine.connect() as conn:
+        rows = failures(conn, state)
+    table = Table("position", "projection", "topic", "state", "at", "error / reason")
+    for r in rows:
+        detail = r["error"] if r["state"] != "skipped" else f"skipped: {r['reason']} ({r['error']})"
+        table.add_row(str(r["position"]), r["name"], r["topic"], r["state"], f"{r['at']:%Y-%m-%d %H:%M:%S}", detail[:200])
+    Console(width=200).print(table)
+    typer.echo(f"{sum(r['state'] == 'parked' for r in rows)} parked, {len(rows)} recorded", err=True)
+
+
+@projections_app.command("retry")
+def projections_retry(
+    position: int,
+    name: Annotated[str | None, typer.Option(help="only this projection (e.g. read_models_g2, relay)")] = None,
+) -> None:
+    """Apply a parked event again now; marked retried when it applies (exit 1 if it still fails)."""
+    from projections.failures import RELAY
+    from projections.operations import retry
+
+    system = bootstrap(load_settings())
+
+    def relay_retry(pos: int) -> None:
+        from infra.roles import relay
+
+        r = relay(system)
+        try:
+            r.publish_one(pos)
+        finally:
+            r.close()
+
+    outcome = retry(
+        system.engine,
+        system.platform.recorder,
+        system.platform.mapper.to_domain_event,
+        position,
+        name=name,
+        others={RELAY: relay_retry},
+    )
+    if not outcome:
+        typer.echo(f"error: no event is parked at position {position}", err=True)
+        raise typer.Exit(1)
+    for follower, error in outcome.items():
+        typer.echo(
+            f"{follower}: position {position} " + ("applied; marked retried" if error is None else f"still fails: {error}")
+        )
+    if any(error is not None for error in outcome.values()):
+        raise typer.Exit(1)
+
+
+@projections_app.command("skip")
+def projections_skip(
+    position: int,
+    reason: Annotated[str, typer.Option(help="why the event is given up (kept with it and in the audit log)")],
+    name: Annotated[str | None, typer.Option(help="only this projection (e.g. read_models_g2, relay)")] = None,
+) -> None:
+    """Give up on a parked event: mark it skipped with a reason (recorded in the audit log)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from sqlalchemy import Connection, insert
+
+    from api.audit import audit_log
+    from commands.context import SYSTEM
+    from projections.operations import skip
+
+    if not reason.strip():
+        typer.echo("error: give a --reason", err=True)
+        raise typer.Exit(2)
+    system = bootstrap(load_settings())
+
+    def audit(conn: Connection, marked: list[str]) -> None:
+        conn.execute(
+            insert(audit_log).values(
+                at=datetime.now(UTC),
+                actor_id=SYSTEM.id,
+                actor_username=SYSTEM.username,
+                command="SkipProjectionFailure",
+                target=f"{position} {','.join(marked)}"[:300],
+                outcome="ok",
+                status=200,
+                request_id=f"cli-{uuid.uuid4()}",
+            )
+        )
+
+    marked = skip(system.engine, position, reason, name=name, also=audit)
+    if not marked:
+        typer.echo(f"error: no event is parked at position {position}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"position {position} skipped for {', '.join(marked)}")
 
 
 @jobs_app.command("history")

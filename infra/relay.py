@@ -1,6 +1,7 @@
 """The outbox relay: follows the store's notification log from its tracked position,
 publishes each event to Kafka, and records its position only after the broker
-acknowledged (at-least-once; consumers dedupe by aggregate id + version).
+acknowledged (at-least-once; consumers dedupe by aggregate id + version). An event it
+cannot decode is parked in ``projection_failures`` (name ``relay``) and skipped.
 
 It also runs the reconciler: jobs pending past ``requeue_after_s`` have their work
 published again (Kafka delivers, it does not remember; the claim makes duplicates harmless).
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from events import JobDeadLettered, JobRetried, JobSubmitted, to_envelope
 from infra.kafka import dead_letter_topic, events_topic, make_producer, work_topic
+from projections import failures
 from projections import tables as rm
 from projections.follow import NotificationSource, StoreWaiter
 
@@ -123,27 +125,64 @@ class OutboxRelay:
         producer = self._get_producer()
         futures = []
         for n in notifications:
-            event = self.decode(n)
-            envelope = to_envelope(event, n.id)
-            key = envelope["aggregate_id"]
-            futures.append(producer.send(events_topic(self.prefix), key=key, value=envelope))
-            if isinstance(event, JobDeadLettered):
-                letter = {
-                    **work_message(key, event.type, event.originator_version, n.id, "normal"),
-                    "code": event.code,
-                    "message": event.message,
-                    "attempts": event.attempts,
-                }
-                futures.append(producer.send(dead_letter_topic(self.prefix), key=key, value=letter))
-            if isinstance(event, (JobSubmitted, JobRetried)):
-                msg = work_message(key, event.type, event.originator_version, n.id, event.priority)
-                futures.append(producer.send(work_topic(self.prefix, event.type), key=key, value=msg))
+            try:
+                futures += [producer.send(topic, key=key, value=value) for topic, key, value in self._messages(n)]
+            except KafkaError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - nothing stored may stop the relay
+                self._park(n, exc)
         producer.flush(timeout=15)
         for f in futures:
             f.get(timeout=15)  # raises if the broker refused
         self._record(notifications[-1].id)
         self.published += len(notifications)
         return len(notifications)
+
+    def _messages(self, n: Any) -> list[tuple[str, str, dict[str, Any]]]:
+        """``[(topic, key, value)]`` to publish for stored notification ``n``: its envelope,
+        plus its work (submitted, retried) or dead letter. Raises whatever decoding raises."""
+        event = self.decode(n)
+        envelope = to_envelope(event, n.id)
+        key = envelope["aggregate_id"]
+        out = [(events_topic(self.prefix), key, envelope)]
+        if isinstance(event, JobDeadLettered):
+            letter = {
+                **work_message(key, event.type, event.originator_version, n.id, "normal"),
+                "code": event.code,
+                "message": event.message,
+                "attempts": event.attempts,
+            }
+            out.append((dead_letter_topic(self.prefix), key, letter))
+        if isinstance(event, (JobSubmitted, JobRetried)):
+            msg = work_message(key, event.type, event.originator_version, n.id, event.priority)
+            out.append((work_topic(self.prefix, event.type), key, msg))
+        return out
+
+    def _park(self, n: Any, exc: BaseException) -> None:
+        """Record the notification the relay cannot publish (``projection_failures``, name
+        ``relay``) and log it at ERROR; the relay goes on without it."""
+        error = failures.describe(exc)
+        with self.engine.begin() as conn:
+            failures.park(conn, failures.RELAY, n.id, n.topic, error)
+        log.error("the relay parked the event at position %s (%s): %s", n.id, n.topic, error)
+        log.debug("the parked event's traceback", exc_info=exc)
+
+    def publish_one(self, position: int) -> None:
+        """Publish the stored event at ``position`` now and wait for the broker (an
+        operator's retry of a parked event).
+
+        Raises:
+            LookupError: no event is stored there. KafkaError: the broker refused.
+            Exception: whatever decoding it raises.
+        """
+        found = self.source.select_notifications(position, 1, stop=position)
+        if not found or found[0].id != position:
+            raise LookupError(f"no stored event at position {position}")
+        producer = self._get_producer()
+        futures = [producer.send(topic, key=key, value=value) for topic, key, value in self._messages(found[0])]
+        producer.flush(timeout=15)
+        for f in futures:
+            f.get(timeout=15)
 
     def reconcile(self) -> int:
         """Publish work again for jobs pending longer than ``requeue_after_s``; returns how many."""
@@ -198,6 +237,10 @@ class OutboxRelay:
                 self.waiter.wait(self.poll_interval_s)
             else:
                 self._stop.wait(self.poll_interval_s)
+        self._reset_producer()
+
+    def close(self) -> None:
+        """Close the Kafka producer (a new one is made on the next publish)."""
         self._reset_producer()
 
     def stop(self) -> None:

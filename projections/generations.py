@@ -72,12 +72,14 @@ def existing_generations(conn: Connection) -> list[int]:
 
 
 def drop_generation(engine: Engine, generation: int) -> None:
-    """Drop generation ``generation``'s tables and tracking record. Refuses the serving one."""
+    """Drop generation ``generation``'s tables, tracking record and parked events. Refuses
+    the serving one."""
     with engine.begin() as conn:
         if serving_generation(conn) == generation:
             raise ValueError(f"generation {generation} is serving")
         t.generation(generation).metadata.drop_all(conn)
         conn.execute(t.tracking.delete().where(t.tracking.c.name == tracking_name(generation)))
+        conn.execute(t.failures.delete().where(t.failures.c.name == tracking_name(generation)))
 
 
 def current_position(conn: Connection) -> int:

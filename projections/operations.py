@@ -1,17 +1,20 @@
-"""Operator tasks on the read models: status (position, head, lag) and blue/green rebuilds."""
+"""Operator tasks on the read models: status (position, head, lag), blue/green rebuilds,
+and the parked events (retry, skip)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 
+from projections import failures
 from projections import tables as t
 from projections.follow import NotificationSource
 from projections.generations import (
+    REGISTRY_NAME,
     create_generation,
     drop_generation,
     existing_generations,
@@ -74,7 +77,9 @@ def rebuild(
     old generation (unless ``keep_old``). Returns the new generation.
 
     ``progress(position, head, applied)`` is called after each batch (events committed in
-    batches of ``batch_size``).
+    batches of ``batch_size``). An event that cannot be applied is parked for the new
+    generation (``projection_failures``) and the rebuild goes on; one an operator skipped
+    in the serving generation stays skipped.
     """
     with engine.connect() as conn:
         serving = serving_generation(conn)
@@ -101,3 +106,78 @@ def rebuild(
     if serving is not None and not keep_old:
         drop_generation(engine, serving)
     return new
+
+
+def generation_of(name: str) -> int | None:
+    """The generation number of tracking name ``name`` (``read_models_g3`` → 3), or None
+    for a follower that is not a read-model generation (the relay)."""
+    prefix = f"{REGISTRY_NAME}_g"
+    tail = name[len(prefix) :] if name.startswith(prefix) else ""
+    return int(tail) if tail.isdigit() else None
+
+
+def parked_at(engine: Engine | Connection, position: int, name: str | None = None) -> list[str]:
+    """Names of the followers whose event at ``position`` is parked (only ``name`` if given)."""
+    stmt = select(t.failures.c.name).where(t.failures.c.position == position, t.failures.c.state == failures.PARKED)
+    if name:
+        stmt = stmt.where(t.failures.c.name == name)
+    if isinstance(engine, Connection):
+        return sorted(engine.execute(stmt).scalars())
+    with engine.connect() as conn:
+        return sorted(conn.execute(stmt).scalars())
+
+
+def retry(
+    engine: Engine,
+    source: NotificationSource,
+    decode: Any,
+    position: int,
+    *,
+    name: str | None = None,
+    others: Mapping[str, Callable[[int], None]] | None = None,
+) -> dict[str, str | None]:
+    """Apply the parked event at ``position`` again now, for each follower that parked it
+    (only ``name`` if given); each success is marked ``retried``, each failure keeps the
+    event parked with its new error. Read-model generations are applied here; other
+    followers (the relay) by ``others[name](position)``.
+
+    Returns ``{name: None on success, else the error}`` ({} when nothing is parked there).
+    """
+    outcome: dict[str, str | None] = {}
+    for follower in parked_at(engine, position, name):
+        generation = generation_of(follower)
+        try:
+            if generation is not None:
+                Projector(engine, source, decode, generation=generation).apply_one(generation, position)
+            elif others and follower in others:
+                others[follower](position)
+            else:
+                raise LookupError(f"no way to retry events of {follower} here")
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the event parked, reported
+            outcome[follower] = failures.describe(exc)
+            with engine.begin() as conn:
+                failures.refresh_error(conn, follower, position, outcome[follower] or "")
+            continue
+        with engine.begin() as conn:
+            failures.mark(conn, follower, position, failures.RETRIED)
+        outcome[follower] = None
+    return outcome
+
+
+def skip(
+    engine: Engine,
+    position: int,
+    reason: str,
+    *,
+    name: str | None = None,
+    also: Callable[[Connection, list[str]], None] | None = None,
+) -> list[str]:
+    """Give up on the parked event at ``position`` (of ``name`` only, if given): mark it
+    ``skipped`` with ``reason``, and call ``also(conn, names)`` in the same transaction when
+    something was marked (the audit record). Returns the names marked ([] when nothing
+    was parked there)."""
+    with engine.begin() as conn:
+        marked = [f for f in parked_at(conn, position, name) if failures.mark(conn, f, position, failures.SKIPPED, reason)]
+        if marked and also is not None:
+            also(conn, marked)
+    return marked

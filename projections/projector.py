@@ -1,10 +1,16 @@
 """The projector: follows the store and upserts the read models, committing its rows and
-its tracking position in one transaction per batch (exactly-once, restart-safe)."""
+its tracking position in one transaction per batch (exactly-once, restart-safe).
+
+Nothing stored can stop it (ARCHITECTURE.md invariant 11): strings are made storable
+(:mod:`projections.sanitize`) before they reach a table, and an event that still cannot be
+applied is parked in ``projection_failures`` within the same transaction, and the
+projection moves on."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from functools import singledispatchmethod
 from typing import Any
@@ -48,8 +54,10 @@ from events.agents import (
 )
 from events.settings import SettingChanged, SettingCreated, SettingDeleted
 from projections import tables as t
+from projections.failures import GENERATIONS_LIKE, PARKED, SKIPPED, describe, is_transient, park, skipped_reason
 from projections.follow import NotificationSource, StoreWaiter
 from projections.generations import create_generation, current_position, ensure_serving, tracking_name
+from projections.sanitize import sanitize_event
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +458,8 @@ class Projector:
             return int(conn.execute(select(t.tracking.c.position).where(t.tracking.c.name == self.name)).scalar() or 0)
 
     def run_once(self, generation: int | None = None) -> int:
-        """Project the events after the tracked position, one batch; returns how many."""
+        """Project the events after the tracked position, one batch; returns how many
+        (parked ones included: the position moves past them, see :meth:`_apply_batch`)."""
         generation = generation or self.generation()
         name = tracking_name(generation)
         projection = self._projections.get(generation)
@@ -464,8 +473,7 @@ class Projector:
             notifications = self.source.select_notifications(start, self.batch_size, inclusive_of_start=False)
             if not notifications:
                 return 0
-            for n in notifications:
-                projection.apply(self.decode(n), conn, n.id)
+            self._apply_batch(conn, projection, name, notifications)
             last = notifications[-1].id
             stmt = pg_insert(t.tracking).values(name=name, position=last, updated_at=datetime.now().astimezone())
             conn.execute(
@@ -474,6 +482,53 @@ class Projector:
                 )
             )
         return len(notifications)
+
+    def _apply_batch(self, conn: Connection, projection: ReadModelProjection, name: str, notifications: Sequence[Any]) -> None:
+        """Apply ``notifications`` in the caller's transaction. Fast path: the whole batch in
+        one savepoint. When it fails, the batch again with one savepoint per event: an
+        event that cannot be applied rolls back its own writes only and is parked
+        (:func:`projections.failures.park`), the others are applied. Database troubles
+        (lost connection, deadlock) are raised, so the batch is retried whole."""
+        try:
+            with conn.begin_nested():
+                for n in notifications:
+                    projection.apply(sanitize_event(self.decode(n)), conn, n.id)
+            return
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+        for n in notifications:
+            try:
+                with conn.begin_nested():
+                    projection.apply(sanitize_event(self.decode(n)), conn, n.id)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                error = describe(exc)
+                # an event an operator skipped in the previous generation stays skipped
+                reason = skipped_reason(conn, n.id, GENERATIONS_LIKE)
+                park(conn, name, n.id, n.topic, error, state=SKIPPED if reason else PARKED, reason=reason)
+                log.error("projection %s parked the event at position %s (%s): %s", name, n.id, n.topic, error)
+                log.debug("the parked event's traceback", exc_info=True)
+
+    def apply_one(self, generation: int, position: int) -> None:
+        """Apply the stored event at ``position`` to ``generation`` again now (an operator's
+        retry of a parked event), in one transaction with the generation's writer lock.
+
+        Raises:
+            LookupError: no event is stored at ``position``.
+            Exception: whatever applying it raises (nothing is written then).
+        """
+        name = tracking_name(generation)
+        projection = self._projections.get(generation)
+        if projection is None:
+            projection = self._projections[generation] = ReadModelProjection(t.generation(generation))
+        with self.engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))
+            found = self.source.select_notifications(position, 1, stop=position)
+            if not found or found[0].id != position:
+                raise LookupError(f"no stored event at position {position}")
+            projection.apply(sanitize_event(self.decode(found[0])), conn, position)
 
     def run_forever(self) -> None:
         """Project until :meth:`stop`: wait as a standby until this instance holds the

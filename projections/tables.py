@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-metadata = MetaData()  # tables shared by every generation: tracking and registry
+metadata = MetaData()  # tables shared by every generation: tracking, registry, failures
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 tracking = Table(
@@ -44,6 +44,23 @@ registry = Table(
     Column("name", String(100), primary_key=True),
     Column("generation", Integer, nullable=False),
     Column("switched_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Events a follower could not apply and parked (ARCHITECTURE.md invariant 11): one table
+#: for every projection generation (``name`` is its tracking name) and for the outbox relay
+#: (``name`` ``relay``). ``state``: parked (waiting), retried (applied later), skipped (an
+#: operator gave up on it, ``reason`` says why; the skip is also in the audit log).
+failures = Table(
+    "projection_failures",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("position", BigInteger, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("state", String(10), nullable=False, index=True),
+    Column("reason", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 

@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
@@ -24,6 +24,8 @@ from commands.errors import NotFound
 from commands.messages import RetryJob
 from commands.permissions import require_admin
 from projections import tables as t
+from projections.failures import PARKED, parked_count, visible
+from projections.generations import serving_generation, tracking_name
 
 router = APIRouter(tags=["operations"])
 
@@ -53,6 +55,10 @@ class _StoreCollector(Collector):
         with self.services.engine.connect() as conn:
             projected = conn.execute(select(t.tracking.c.position, t.tracking.c.updated_at)).all()
             relay = conn.execute(text("SELECT position FROM relay_tracking LIMIT 1")).scalar() if _has_relay(conn) else None
+            f = t.failures
+            failed = conn.execute(
+                select(f.c.name, f.c.state, func.count()).where(visible(_serving_name(conn))).group_by(f.c.name, f.c.state)
+            ).all()
             jobs = conn.execute(
                 select(
                     t.jobs.c.type,
@@ -80,7 +86,26 @@ class _StoreCollector(Collector):
                 seconds.add_metric([job_type, status], float(total or 0))
         yield count
         yield seconds
+        parked = GaugeMetricFamily(
+            "aiorch_projection_parked_events", "Events a projection or the relay parked (not applied)", labels=["projection"]
+        )
+        recorded = CounterMetricFamily(
+            "aiorch_projection_failures",
+            "Events a projection or the relay could not apply, by state",
+            labels=["projection", "state"],
+        )
+        for name, state, n in failed:
+            recorded.add_metric([name, state], n)
+            if state == PARKED:
+                parked.add_metric([name], n)
+        yield parked
+        yield recorded
         yield GaugeMetricFamily("aiorch_websocket_connections", "Open WebSocket connections", value=self.metrics.ws_connections)
+
+
+def _serving_name(conn: Any) -> str | None:
+    generation = serving_generation(conn)
+    return tracking_name(generation) if generation is not None else None
 
 
 def _has_relay(conn: Any) -> bool:
@@ -102,7 +127,9 @@ def live() -> dict[str, str]:
 @router.get("/health/ready")
 def ready(services: ServicesDep) -> JSONResponse:
     """``{status: ok|degraded|down, checks}``. The API needs the database (503 when it is
-    down); a broker, relay or projector problem makes it ``degraded`` but still ready."""
+    down); a broker, relay or projector problem makes it ``degraded`` but still ready, and
+    so does any parked event (``checks.projection_failures``: how many the serving read
+    models and the relay could not apply, see ``aiorch projections failures``)."""
     checks: dict[str, Any] = {}
     status = "ok"
     try:
@@ -113,13 +140,19 @@ def ready(services: ServicesDep) -> JSONResponse:
             checks["projection_lag"] = max(head - (conn.execute(select(func.max(t.tracking.c.position))).scalar() or 0), 0)
             relay = conn.execute(text("SELECT position FROM relay_tracking LIMIT 1")).scalar() if _has_relay(conn) else 0
             checks["relay_lag"] = max(head - (relay or 0), 0)
+            checks["projection_failures"] = parked_count(conn, _serving_name(conn))
     except Exception as exc:  # noqa: BLE001 - any failure means the database is down for us
         checks["database"] = f"down: {type(exc).__name__}"
         status = "down"
     broker = services.broker_check() if services.broker_check else "not configured"
     checks["broker"] = broker
     checks["processors"] = services.processors_check() if services.processors_check else "unknown"
-    if status == "ok" and (broker != "ok" or checks.get("projection_lag", 0) > 1000 or checks.get("relay_lag", 0) > 1000):
+    if status == "ok" and (
+        broker != "ok"
+        or checks.get("projection_lag", 0) > 1000
+        or checks.get("relay_lag", 0) > 1000
+        or checks.get("projection_failures", 0) > 0
+    ):
         status = "degraded"
     return JSONResponse({"status": status, "checks": checks}, status_code=503 if status == "down" else 200)
 
@@ -127,7 +160,7 @@ def ready(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus text: command outcomes and latency, store position, projection and relay
-    lag, jobs by type and status with run time, WebSocket connections."""
+    lag, parked events, jobs by type and status with run time, WebSocket connections."""
     m: Metrics = request.app.state.metrics
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
