@@ -30,8 +30,73 @@ from commands.messages import (
 )
 from commands.permissions import require_admin, require_owner, require_writer
 from commands.project import Project
+from commands.text import clean_text, sanitize_json, sanitize_text
 
 PRIORITIES = ("low", "normal", "high")
+#: Bounds of what a job's reports hold (code points).
+MAX_STAGE, MAX_LOG_MESSAGE, MAX_ERROR_MESSAGE, MAX_REASON, MAX_CODE = 100, 10_000, 4_000, 500, 100
+
+
+def _from_processor(ctx: Context) -> bool:
+    """Reports of a processor are repaired (:func:`commands.text.sanitize_text`); the same
+    reports from a person (an admin's external worker) are checked and refused."""
+    return ctx.actor.role == "processor"
+
+
+def _stage(stage: object, ctx: Context) -> str:
+    if _from_processor(ctx):
+        return sanitize_text(stage or "", max_length=MAX_STAGE, multiline=False)
+    return clean_text(stage, "stage", max_length=MAX_STAGE)
+
+
+def _log_lines(lines: object, ctx: Context) -> list[dict[str, Any]]:
+    """``{at, level, message}`` lines fit to store: repaired when a processor reports them,
+    else checked (``loc`` ``["body", "logs", i]``)."""
+    if not isinstance(lines, list):
+        raise invalid("logs", "must be a list")
+    out = []
+    for i, line in enumerate(lines):
+        if not isinstance(line, dict):
+            raise InvalidCommand(
+                "a log line must be an object", errors=[{"loc": ["body", "logs", i], "msg": "must be an object"}]
+            )
+        if _from_processor(ctx):
+            clean = sanitize_json(line)
+            clean["message"] = sanitize_text(line.get("message", ""), max_length=MAX_LOG_MESSAGE)
+            clean["level"] = sanitize_text(line.get("level", "info"), max_length=20, multiline=False)
+        else:
+            clean = {
+                **line,
+                "at": clean_text(line.get("at"), ("logs", i, "at"), max_length=64),
+                "level": clean_text(line.get("level", "info"), ("logs", i, "level"), max_length=20),
+                "message": clean_text(line.get("message"), ("logs", i), max_length=MAX_LOG_MESSAGE, multiline=True),
+            }
+        out.append(clean)
+    return out
+
+
+def _error(code: object, message: object) -> tuple[str, str]:
+    """An error code and message a processor reports, made storable (never refused)."""
+    return (
+        sanitize_text(code, max_length=MAX_CODE, multiline=False),
+        sanitize_text(message, max_length=MAX_ERROR_MESSAGE),
+    )
+
+
+def _result(result: dict[str, Any]) -> dict[str, Any]:
+    """A processor's result ``{files, meta}`` made storable (:func:`commands.text.sanitize_json`),
+    blob keys kept verbatim: they name files in the blob store."""
+    clean = sanitize_json(result)
+    files = result.get("files") if isinstance(result, dict) else None
+    if isinstance(files, list):
+        for raw, out in zip(files, clean["files"], strict=True):
+            if isinstance(raw, dict) and "blob" in raw:
+                out["blob"] = raw["blob"]
+    return dict(clean)
+
+
+def _reason(reason: object) -> str:
+    return clean_text(reason, "reason", min_length=1, max_length=MAX_REASON, strip=True)
 
 
 class JobHandlers(ServiceBase):
@@ -75,6 +140,8 @@ class JobHandlers(ServiceBase):
         Raises Forbidden (viewer), NotFound/InvalidCommand (agent), Conflict (inactive agent).
         """
         require_writer(ctx.actor)
+        if not isinstance(parameters, dict):
+            raise invalid("parameters", "must be an object")
         merged = dict(parameters)
         remote = False  # an agent whose provider is remote runs the job there: no local engine needed
         if agent_id is not None:
@@ -106,12 +173,13 @@ class JobHandlers(ServiceBase):
         """
         if cmd.priority not in PRIORITIES:
             raise invalid("priority", f"must be one of {', '.join(PRIORITIES)}")
+        key = cmd.idempotency_key and clean_text(cmd.idempotency_key, "Idempotency-Key", max_length=255, where="header")
         params = self.prepare_submission(cmd.type, cmd.parameters, cmd.agent_id, set(cmd.input_files), ctx)
         project = self._get(Project, cmd.project_id)
         if project is None or project.archived or (not ctx.actor.is_admin and project.owner_id != ctx.actor.id):
             raise invalid("project", f"no project {cmd.project_id} that you own")
-        if cmd.idempotency_key:
-            earlier = self._get(Job, Job.create_id(ctx.actor.id, cmd.idempotency_key))
+        if key:
+            earlier = self._get(Job, Job.create_id(ctx.actor.id, key))
             if earlier is not None:
                 return self._replay(earlier, cmd)
         with acting_as(ctx):
@@ -123,14 +191,14 @@ class JobHandlers(ServiceBase):
                 input_files=cmd.input_files,
                 priority=cmd.priority,
                 agent_id=str(cmd.agent_id) if cmd.agent_id else None,
-                idempotency_key=cmd.idempotency_key,
+                idempotency_key=key or None,
                 request_hash=cmd.request_hash,
             )
         try:
             return job.id, self._save(job)
         except Conflict:  # a concurrent replay with the same key won
             earlier = self._get(Job, job.id)
-            if earlier is None or not cmd.idempotency_key:
+            if earlier is None or not key:
                 raise
             return self._replay(earlier, cmd)
 
@@ -153,30 +221,35 @@ class JobHandlers(ServiceBase):
     def start_job(self, cmd: StartJob, ctx: Context) -> Position:
         """Claim a pending job at ``expected_version``. Raises ClaimLost if anyone was first."""
         require_admin(ctx.actor, "claims")
+        processor_id = clean_text(cmd.processor_id, "processor_id", min_length=1, max_length=200)
         job = self.get_job(cmd.job_id)
         if job.version != cmd.expected_version:
             raise ClaimLost(f"job {job.id} moved on to version {job.version}")
         with acting_as(ctx):
-            job.start(cmd.processor_id)
+            job.start(processor_id)
         try:
             return self._save(job)
         except Conflict:
             raise ClaimLost(f"job {job.id} was claimed by another processor") from None
 
     def update_progress(self, cmd: UpdateProgress, ctx: Context) -> Position:
-        """Record progress (and log lines) of a running job. Raises Conflict, NotFound, Forbidden."""
+        """Record progress (and log lines) of a running job. Stage and lines of a processor
+        are repaired, those of an admin checked. Raises Conflict, NotFound, Forbidden,
+        InvalidCommand (an admin's stage or line breaks :mod:`commands.text`'s rule)."""
         require_admin(ctx.actor, "progress reports")
+        stage, lines = _stage(cmd.stage, ctx), _log_lines(cmd.logs, ctx)
 
         def change(job: Job) -> None:
-            job.report_progress(cmd.progress, cmd.stage)
-            job.append_logs(cmd.logs)
+            job.report_progress(cmd.progress, stage)
+            job.append_logs(lines)
 
         return self._change(Job, cmd.job_id, "job", ctx, change)
 
     def append_logs(self, cmd: AppendLogs, ctx: Context) -> Position:
-        """Append log lines to a running job."""
+        """Append log lines to a running job (a processor's repaired, an admin's checked)."""
         require_admin(ctx.actor, "log reports")
-        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.append_logs(cmd.lines))
+        lines = _log_lines(cmd.lines, ctx)
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.append_logs(lines))
 
     @staticmethod
     def _own_claim(job: Job, processor_id: str | None, attempt: int | None) -> None:
@@ -194,13 +267,15 @@ class JobHandlers(ServiceBase):
     def complete_job(self, cmd: CompleteJob, ctx: Context) -> Position:
         """Complete a running job with its result. Raises LateReport (409) when the claim
         belongs to another processor or attempt: a late result is refused, so a job never
-        completes twice nor has two result sets."""
+        completes twice nor has two result sets. The result is stored repaired
+        (:func:`commands.text.sanitize_json`: a transcript with U+0000 keeps U+FFFD there)."""
         require_admin(ctx.actor, "results")
+        result = _result(cmd.result)
 
         def change(job: Job) -> None:
             if cmd.processor_id is not None or cmd.attempt is not None:
                 self._own_claim(job, cmd.processor_id, cmd.attempt)
-            job.complete(cmd.result)
+            job.complete(result)
 
         return self._change(Job, cmd.job_id, "job", ctx, change)
 
@@ -208,6 +283,7 @@ class JobHandlers(ServiceBase):
         """End a running attempt in error following the job type's retry policy; answers
         (will retry, position). Raises LateReport for a report of a lost claim."""
         require_admin(ctx.actor, "failures")
+        code, message = _error(cmd.code, cmd.message)
         outcome: list[bool] = []
 
         def change(job: Job) -> None:
@@ -216,9 +292,7 @@ class JobHandlers(ServiceBase):
             max_attempts, base_s, cap_s = self.retry_policy(job.type)
             delay = min(cap_s, base_s * 2 ** (job.attempt - 1))
             backoff = delay / 2 + random.uniform(0, delay / 2)
-            outcome[:] = [
-                job.end_attempt(cmd.code, cmd.message, retryable=cmd.retryable, max_attempts=max_attempts, backoff_s=backoff)
-            ]
+            outcome[:] = [job.end_attempt(code, message, retryable=cmd.retryable, max_attempts=max_attempts, backoff_s=backoff)]
 
         position = self._change(Job, cmd.job_id, "job", ctx, change)
         return outcome[0], position
@@ -226,22 +300,25 @@ class JobHandlers(ServiceBase):
     def release_job(self, cmd: ReleaseJob, ctx: Context) -> Position:
         """A stopping processor hands its running job back: pending again, same attempt."""
         require_admin(ctx.actor, "claims")
+        reason = sanitize_text(cmd.reason, max_length=MAX_REASON)
 
         def change(job: Job) -> None:
             self._own_claim(job, cmd.processor_id, None)
-            job.release(cmd.reason)
+            job.release(reason)
 
         return self._change(Job, cmd.job_id, "job", ctx, change)
 
     def fail_job(self, cmd: FailJob, ctx: Context) -> Position:
-        """Fail a job with ``code`` and ``message``. Raises Conflict if already finished."""
+        """Fail a job with ``code`` and ``message`` (repaired, never refused). Raises Conflict if already finished."""
         require_admin(ctx.actor, "failures")
-        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.fail(cmd.code, cmd.message))
+        code, message = _error(cmd.code, cmd.message)
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.fail(code, message))
 
     def confirm_cancellation(self, cmd: ConfirmCancellation, ctx: Context) -> Position:
         """Record a cancel-requested running job cancelled (processor checkpoint)."""
         require_admin(ctx.actor, "cancellations")
-        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.confirm_cancelled(cmd.reason))
+        reason = sanitize_text(cmd.reason, max_length=MAX_REASON)
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.confirm_cancelled(reason))
 
     # -- users ---------------------------------------------------------------------------------------
 
@@ -258,8 +335,9 @@ class JobHandlers(ServiceBase):
         """Ask a job to stop; answers (``cancelled`` | ``cancel_requested`` | ``completed``,
         position). Raises NotFound (not visible), Forbidden (viewer), Conflict (failed or cancelled).
         """
+        reason = _reason(cmd.reason)
         outcome: list[str] = []
-        position = self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: outcome.append(job.cancel(cmd.reason))))
+        position = self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: outcome.append(job.cancel(reason))))
         return outcome[-1], position
 
     def update_job(self, cmd: UpdateJob, ctx: Context) -> Position:
@@ -280,7 +358,8 @@ class JobHandlers(ServiceBase):
 
     def retry_job(self, cmd: RetryJob, ctx: Context) -> Position:
         """Send a failed or cancelled job back to pending with ``attempt + 1``."""
-        return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: job.retry(cmd.reason)))
+        reason = _reason(cmd.reason)
+        return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: job.retry(reason)))
 
     def archive_job(self, cmd: ArchiveJob, ctx: Context) -> Position:
         """Hide a job from lists; a pending one is cancelled and a running one asked to stop."""
