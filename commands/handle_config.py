@@ -35,7 +35,7 @@ PROVIDER_KINDS = ("local", "openai_compatible")
 def validate_configuration(job_type: str, configuration: dict[str, Any]) -> dict[str, Any]:
     """An agent's configuration checked field by field against ``job_type``'s parameter
     schema (required fields may be left to the job), every string in NFC. Raises InvalidCommand."""
-    schema = SCHEMAS.get(job_type)
+    schema = SCHEMAS.get(job_type) if isinstance(job_type, str) else None
     if schema is None:
         raise invalid("type", f"must be one of {', '.join(SCHEMAS)}")
     if not isinstance(configuration, dict):

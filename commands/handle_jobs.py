@@ -30,7 +30,7 @@ from commands.messages import (
 )
 from commands.permissions import require_admin, require_owner, require_writer
 from commands.project import Project
-from commands.text import clean_text, sanitize_json, sanitize_text
+from commands.text import clean_json, clean_text, sanitize_json, sanitize_text
 
 PRIORITIES = ("low", "normal", "high")
 #: Bounds of what a job's reports hold (code points).
@@ -66,7 +66,7 @@ def _log_lines(lines: object, ctx: Context) -> list[dict[str, Any]]:
             clean["level"] = sanitize_text(line.get("level", "info"), max_length=20, multiline=False)
         else:
             clean = {
-                **line,
+                **clean_json(line, ("logs", i)),
                 "at": clean_text(line.get("at"), ("logs", i, "at"), max_length=64),
                 "level": clean_text(line.get("level", "info"), ("logs", i, "level"), max_length=20),
                 "message": clean_text(line.get("message"), ("logs", i), max_length=MAX_LOG_MESSAGE, multiline=True),
@@ -140,6 +140,8 @@ class JobHandlers(ServiceBase):
         Raises Forbidden (viewer), NotFound/InvalidCommand (agent), Conflict (inactive agent).
         """
         require_writer(ctx.actor)
+        if not isinstance(job_type, str):
+            raise invalid("type", "must be a string")
         if not isinstance(parameters, dict):
             raise invalid("parameters", "must be an object")
         merged = dict(parameters)

@@ -113,7 +113,7 @@ def validate_parameters(job_type: str, parameters: dict[str, Any]) -> dict[str, 
     Raises:
         InvalidCommand: unknown type or invalid parameters (``errors`` lists ``{loc, msg}``).
     """
-    schema = SCHEMAS.get(job_type)
+    schema = SCHEMAS.get(job_type) if isinstance(job_type, str) else None
     if schema is None:
         raise InvalidCommand(
             f"unknown job type {job_type!r}; known types: {', '.join(SCHEMAS)}",

@@ -8,7 +8,22 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from commands.errors import InvalidCommand
+from commands.agent import Agent
+from commands.context import SYSTEM, Actor, Context
+from commands.errors import Forbidden, InvalidCommand
+from commands.messages import (
+    CompleteJob,
+    CreateAgent,
+    CreateProject,
+    CreateUser,
+    DeleteSetting,
+    SetSetting,
+    StartJob,
+    SubmitJob,
+    UpdateAgent,
+    UpdateProgress,
+)
+from commands.service import Platform
 from commands.text import (
     MAX_JSON_DEPTH,
     MAX_SANITIZE_DEPTH,
@@ -213,3 +228,75 @@ def test_pydantic_line_and_text() -> None:
 
 def test_pydantic_length_applies_after_normalisation() -> None:
     assert _Body.model_validate({"name": NFD_E * 5}).name == "é" * 5
+
+
+# -- the commands apply it (in memory: eventsourcing's POPO store) -----------------------------
+
+PROC = Context(Actor("proc-text", None, "processor"), "run-text")
+
+
+@pytest.fixture
+def platform() -> Platform:
+    return Platform(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+def person(platform: Platform, name: str, role: str) -> Context:
+    user_id, _ = platform.create_user(CreateUser(name, "password-123", role), Context(SYSTEM, "setup"))
+    return Context(Actor(str(user_id), name, role), f"req-{name}")
+
+
+def test_commands_refuse_and_store_nothing(platform: Platform) -> None:
+    alice = person(platform, "alice", "editor")
+    before = platform.head()
+    assert refused(platform.create_project, CreateProject("a\x00b"), alice)["loc"] == ["body", "name"]
+    assert refused(platform.create_project, CreateProject("ok", None), alice)["loc"] == ["body", "description"]  # type: ignore[arg-type]
+    cmd = CreateAgent("n", "tts", {"voice": "v\x00"})
+    assert refused(platform.create_agent, cmd, alice)["loc"] == ["body", "configuration", "voice"]
+    assert platform.head() == before
+    admin = person(platform, "root", "admin")
+    before = platform.head()
+    assert refused(platform.create_user, CreateUser("bob", "password-123", "viewer", "b\x00@x.io"), admin)["loc"] == [
+        "body",
+        "email",
+    ]
+    assert refused(platform.create_user, CreateUser("bo\nb", "password-123", "viewer"), admin)["loc"] == ["body", "username"]
+    assert platform.head() == before
+
+
+def test_explicit_null_for_a_required_agent_field(platform: Platform) -> None:
+    alice = person(platform, "alice", "editor")
+    agent_id, _ = platform.create_agent(CreateAgent("Narrator", "tts", {"language": "en"}), alice)
+    before = platform.head()
+    for field in ("name", "description", "configuration"):
+        error = refused(platform.update_agent, UpdateAgent(agent_id, {field: None}), alice)
+        assert error == {"loc": ["body", field], "msg": "must not be null"}
+    assert platform.head() == before
+    platform.update_agent(UpdateAgent(agent_id, {"name": f"  Caf{NFD_E}  ", "provider_id": None}), alice)
+    assert platform._load(Agent, agent_id, "agent").name == "Café"
+
+
+def test_limit_keys_are_admins_and_unknown_keys_refused(platform: Platform) -> None:
+    alice, root = person(platform, "alice", "editor"), person(platform, "root", "admin")
+    with pytest.raises(Forbidden):
+        platform.set_setting(SetSetting("max_concurrent_jobs", 1000, alice.actor.id), alice)
+    setting_id, _ = platform.set_setting(SetSetting("max_concurrent_jobs", 1, alice.actor.id), root)
+    with pytest.raises(Forbidden):
+        platform.delete_setting(DeleteSetting(setting_id), alice)
+    platform.set_setting(SetSetting("default_language", "es", alice.actor.id), alice)
+    assert refused(platform.set_setting, SetSetting("theme", "dark", alice.actor.id), alice)["loc"] == ["body", "key"]
+    assert refused(platform.set_setting, SetSetting("demo.seeded", True, alice.actor.id), root)["loc"] == ["body", "user"]
+    platform.set_setting(SetSetting("demo.seeded", True), root)  # the seed's marker: a global boolean
+
+
+def test_processor_reports_are_repaired_an_admins_refused(platform: Platform) -> None:
+    alice, root = person(platform, "alice", "editor"), person(platform, "root", "admin")
+    project_id, _ = platform.create_project(CreateProject("p"), alice)
+    job_id, _ = platform.submit_job(SubmitJob(project_id, "tts", {"text": "hi"}), alice)
+    platform.start_job(StartJob(job_id, platform.get_job(job_id).version, "proc-text"), PROC)
+    assert refused(platform.update_progress, UpdateProgress(job_id, 5, "st\x00"), root)["loc"] == ["body", "stage"]
+    platform.update_progress(UpdateProgress(job_id, 5, "st\x00age\n"), PROC)
+    assert platform.get_job(job_id).stage == f"st{REPLACEMENT}age "
+    blob = {"blob": f"results/x/1/caf{NFD_E}.txt", "name": "t.txt"}
+    platform.complete_job(CompleteJob(job_id, {"files": [blob], "meta": {"transcript": "a\x00b"}}), PROC)
+    result = platform.get_job(job_id).result
+    assert result == {"files": [blob], "meta": {"transcript": f"a{REPLACEMENT}b"}}  # blob keys verbatim (not NFC)
