@@ -13,6 +13,7 @@ from commands.context import Context, acting_as
 from commands.errors import ClaimLost, Conflict, InvalidCommand, LateReport, NotFound
 from commands.job import FINISHED, Job
 from commands.job_parameters import FILE_FIELDS, SCHEMAS, required_files, validate_parameters
+from commands.job_reports import checked_reason, report_error, report_lines, report_reason, report_result, report_stage
 from commands.messages import (
     AppendLogs,
     ArchiveJob,
@@ -30,73 +31,9 @@ from commands.messages import (
 )
 from commands.permissions import require_admin, require_owner, require_writer
 from commands.project import Project
-from commands.text import clean_json, clean_text, sanitize_json, sanitize_text
+from commands.text import clean_text
 
 PRIORITIES = ("low", "normal", "high")
-#: Bounds of what a job's reports hold (code points).
-MAX_STAGE, MAX_LOG_MESSAGE, MAX_ERROR_MESSAGE, MAX_REASON, MAX_CODE = 100, 10_000, 4_000, 500, 100
-
-
-def _from_processor(ctx: Context) -> bool:
-    """Reports of a processor are repaired (:func:`commands.text.sanitize_text`); the same
-    reports from a person (an admin's external worker) are checked and refused."""
-    return ctx.actor.role == "processor"
-
-
-def _stage(stage: object, ctx: Context) -> str:
-    if _from_processor(ctx):
-        return sanitize_text(stage or "", max_length=MAX_STAGE, multiline=False)
-    return clean_text(stage, "stage", max_length=MAX_STAGE)
-
-
-def _log_lines(lines: object, ctx: Context) -> list[dict[str, Any]]:
-    """``{at, level, message}`` lines fit to store: repaired when a processor reports them,
-    else checked (``loc`` ``["body", "logs", i]``)."""
-    if not isinstance(lines, list):
-        raise invalid("logs", "must be a list")
-    out = []
-    for i, line in enumerate(lines):
-        if not isinstance(line, dict):
-            raise InvalidCommand(
-                "a log line must be an object", errors=[{"loc": ["body", "logs", i], "msg": "must be an object"}]
-            )
-        if _from_processor(ctx):
-            clean = sanitize_json(line)
-            clean["message"] = sanitize_text(line.get("message", ""), max_length=MAX_LOG_MESSAGE)
-            clean["level"] = sanitize_text(line.get("level", "info"), max_length=20, multiline=False)
-        else:
-            clean = {
-                **clean_json(line, ("logs", i)),
-                "at": clean_text(line.get("at"), ("logs", i, "at"), max_length=64),
-                "level": clean_text(line.get("level", "info"), ("logs", i, "level"), max_length=20),
-                "message": clean_text(line.get("message"), ("logs", i), max_length=MAX_LOG_MESSAGE, multiline=True),
-            }
-        out.append(clean)
-    return out
-
-
-def _error(code: object, message: object) -> tuple[str, str]:
-    """An error code and message a processor reports, made storable (never refused)."""
-    return (
-        sanitize_text(code, max_length=MAX_CODE, multiline=False),
-        sanitize_text(message, max_length=MAX_ERROR_MESSAGE),
-    )
-
-
-def _result(result: dict[str, Any]) -> dict[str, Any]:
-    """A processor's result ``{files, meta}`` made storable (:func:`commands.text.sanitize_json`),
-    blob keys kept verbatim: they name files in the blob store."""
-    clean = sanitize_json(result)
-    files = result.get("files") if isinstance(result, dict) else None
-    if isinstance(files, list):
-        for raw, out in zip(files, clean["files"], strict=True):
-            if isinstance(raw, dict) and "blob" in raw:
-                out["blob"] = raw["blob"]
-    return dict(clean)
-
-
-def _reason(reason: object) -> str:
-    return clean_text(reason, "reason", min_length=1, max_length=MAX_REASON, strip=True)
 
 
 class JobHandlers(ServiceBase):
@@ -239,7 +176,7 @@ class JobHandlers(ServiceBase):
         are repaired, those of an admin checked. Raises Conflict, NotFound, Forbidden,
         InvalidCommand (an admin's stage or line breaks :mod:`commands.text`'s rule)."""
         require_admin(ctx.actor, "progress reports")
-        stage, lines = _stage(cmd.stage, ctx), _log_lines(cmd.logs, ctx)
+        stage, lines = report_stage(cmd.stage, ctx), report_lines(cmd.logs, ctx)
 
         def change(job: Job) -> None:
             job.report_progress(cmd.progress, stage)
@@ -250,7 +187,7 @@ class JobHandlers(ServiceBase):
     def append_logs(self, cmd: AppendLogs, ctx: Context) -> Position:
         """Append log lines to a running job (a processor's repaired, an admin's checked)."""
         require_admin(ctx.actor, "log reports")
-        lines = _log_lines(cmd.lines, ctx)
+        lines = report_lines(cmd.lines, ctx)
         return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.append_logs(lines))
 
     @staticmethod
@@ -272,7 +209,7 @@ class JobHandlers(ServiceBase):
         completes twice nor has two result sets. The result is stored repaired
         (:func:`commands.text.sanitize_json`: a transcript with U+0000 keeps U+FFFD there)."""
         require_admin(ctx.actor, "results")
-        result = _result(cmd.result)
+        result = report_result(cmd.result)
 
         def change(job: Job) -> None:
             if cmd.processor_id is not None or cmd.attempt is not None:
@@ -285,7 +222,7 @@ class JobHandlers(ServiceBase):
         """End a running attempt in error following the job type's retry policy; answers
         (will retry, position). Raises LateReport for a report of a lost claim."""
         require_admin(ctx.actor, "failures")
-        code, message = _error(cmd.code, cmd.message)
+        code, message = report_error(cmd.code, cmd.message)
         outcome: list[bool] = []
 
         def change(job: Job) -> None:
@@ -302,7 +239,7 @@ class JobHandlers(ServiceBase):
     def release_job(self, cmd: ReleaseJob, ctx: Context) -> Position:
         """A stopping processor hands its running job back: pending again, same attempt."""
         require_admin(ctx.actor, "claims")
-        reason = sanitize_text(cmd.reason, max_length=MAX_REASON)
+        reason = report_reason(cmd.reason)
 
         def change(job: Job) -> None:
             self._own_claim(job, cmd.processor_id, None)
@@ -313,13 +250,13 @@ class JobHandlers(ServiceBase):
     def fail_job(self, cmd: FailJob, ctx: Context) -> Position:
         """Fail a job with ``code`` and ``message`` (repaired, never refused). Raises Conflict if already finished."""
         require_admin(ctx.actor, "failures")
-        code, message = _error(cmd.code, cmd.message)
+        code, message = report_error(cmd.code, cmd.message)
         return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.fail(code, message))
 
     def confirm_cancellation(self, cmd: ConfirmCancellation, ctx: Context) -> Position:
         """Record a cancel-requested running job cancelled (processor checkpoint)."""
         require_admin(ctx.actor, "cancellations")
-        reason = sanitize_text(cmd.reason, max_length=MAX_REASON)
+        reason = report_reason(cmd.reason)
         return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.confirm_cancelled(reason))
 
     # -- users ---------------------------------------------------------------------------------------
@@ -337,7 +274,7 @@ class JobHandlers(ServiceBase):
         """Ask a job to stop; answers (``cancelled`` | ``cancel_requested`` | ``completed``,
         position). Raises NotFound (not visible), Forbidden (viewer), Conflict (failed or cancelled).
         """
-        reason = _reason(cmd.reason)
+        reason = checked_reason(cmd.reason)
         outcome: list[str] = []
         position = self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: outcome.append(job.cancel(reason))))
         return outcome[-1], position
@@ -360,7 +297,7 @@ class JobHandlers(ServiceBase):
 
     def retry_job(self, cmd: RetryJob, ctx: Context) -> Position:
         """Send a failed or cancelled job back to pending with ``attempt + 1``."""
-        reason = _reason(cmd.reason)
+        reason = checked_reason(cmd.reason)
         return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: job.retry(reason)))
 
     def archive_job(self, cmd: ArchiveJob, ctx: Context) -> Position:
