@@ -7,11 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from commands.text import Line, Text
+
 
 class Credentials(BaseModel):
-    """Username and password."""
+    """Username and password (a username holds no control character: 422)."""
 
-    username: str = Field(min_length=1, max_length=150, examples=["alice"])
+    username: Line = Field(min_length=1, max_length=150, examples=["alice"])
     password: str = Field(min_length=1, max_length=1024, examples=["s3cret-pass"])
 
 
@@ -48,10 +50,10 @@ class UserRef(BaseModel):
 
 
 class ProjectIn(BaseModel):
-    """A new project."""
+    """A new project. Text follows :mod:`commands.text`'s rule (422 naming the field)."""
 
-    name: str = Field(min_length=1, max_length=200, examples=["Podcast season 2"])
-    description: str = Field(default="", max_length=10_000)
+    name: Line = Field(min_length=1, max_length=200, examples=["Podcast season 2"])
+    description: Text = Field(default="", max_length=10_000)
 
 
 class ProjectOut(BaseModel):
@@ -69,11 +71,11 @@ class ProjectOut(BaseModel):
 class JobIn(BaseModel):
     """A job submission (JSON). Multipart takes the same fields plus file fields."""
 
-    project: str = Field(examples=["1b4e28ba-2fa1-11d2-883f-0016d3cca427"])
-    type: str = Field(examples=["tts"])
+    project: Line = Field(max_length=100, examples=["1b4e28ba-2fa1-11d2-883f-0016d3cca427"])
+    type: Line = Field(max_length=100, examples=["tts"])
     parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"text": "Hello there.", "language": "en"}])
-    agent: str | None = None
-    priority: str = Field(default="normal", examples=["normal"])
+    agent: Line | None = Field(default=None, max_length=100)
+    priority: Line = Field(default="normal", max_length=100, examples=["normal"])
 
 
 class FileOut(BaseModel):

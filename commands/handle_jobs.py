@@ -13,6 +13,7 @@ from commands.context import Context, acting_as
 from commands.errors import ClaimLost, Conflict, InvalidCommand, LateReport, NotFound
 from commands.job import FINISHED, Job
 from commands.job_parameters import FILE_FIELDS, SCHEMAS, required_files, validate_parameters
+from commands.job_reports import checked_reason, report_error, report_lines, report_reason, report_result, report_stage
 from commands.messages import (
     AppendLogs,
     ArchiveJob,
@@ -30,6 +31,7 @@ from commands.messages import (
 )
 from commands.permissions import require_admin, require_owner, require_writer
 from commands.project import Project
+from commands.text import clean_text
 
 PRIORITIES = ("low", "normal", "high")
 
@@ -75,6 +77,10 @@ class JobHandlers(ServiceBase):
         Raises Forbidden (viewer), NotFound/InvalidCommand (agent), Conflict (inactive agent).
         """
         require_writer(ctx.actor)
+        if not isinstance(job_type, str):
+            raise invalid("type", "must be a string")
+        if not isinstance(parameters, dict):
+            raise invalid("parameters", "must be an object")
         merged = dict(parameters)
         remote = False  # an agent whose provider is remote runs the job there: no local engine needed
         if agent_id is not None:
@@ -106,12 +112,13 @@ class JobHandlers(ServiceBase):
         """
         if cmd.priority not in PRIORITIES:
             raise invalid("priority", f"must be one of {', '.join(PRIORITIES)}")
+        key = cmd.idempotency_key and clean_text(cmd.idempotency_key, "Idempotency-Key", max_length=255, where="header")
         params = self.prepare_submission(cmd.type, cmd.parameters, cmd.agent_id, set(cmd.input_files), ctx)
         project = self._get(Project, cmd.project_id)
         if project is None or project.archived or (not ctx.actor.is_admin and project.owner_id != ctx.actor.id):
             raise invalid("project", f"no project {cmd.project_id} that you own")
-        if cmd.idempotency_key:
-            earlier = self._get(Job, Job.create_id(ctx.actor.id, cmd.idempotency_key))
+        if key:
+            earlier = self._get(Job, Job.create_id(ctx.actor.id, key))
             if earlier is not None:
                 return self._replay(earlier, cmd)
         with acting_as(ctx):
@@ -123,14 +130,14 @@ class JobHandlers(ServiceBase):
                 input_files=cmd.input_files,
                 priority=cmd.priority,
                 agent_id=str(cmd.agent_id) if cmd.agent_id else None,
-                idempotency_key=cmd.idempotency_key,
+                idempotency_key=key or None,
                 request_hash=cmd.request_hash,
             )
         try:
             return job.id, self._save(job)
         except Conflict:  # a concurrent replay with the same key won
             earlier = self._get(Job, job.id)
-            if earlier is None or not cmd.idempotency_key:
+            if earlier is None or not key:
                 raise
             return self._replay(earlier, cmd)
 
@@ -153,30 +160,35 @@ class JobHandlers(ServiceBase):
     def start_job(self, cmd: StartJob, ctx: Context) -> Position:
         """Claim a pending job at ``expected_version``. Raises ClaimLost if anyone was first."""
         require_admin(ctx.actor, "claims")
+        processor_id = clean_text(cmd.processor_id, "processor_id", min_length=1, max_length=200)
         job = self.get_job(cmd.job_id)
         if job.version != cmd.expected_version:
             raise ClaimLost(f"job {job.id} moved on to version {job.version}")
         with acting_as(ctx):
-            job.start(cmd.processor_id)
+            job.start(processor_id)
         try:
             return self._save(job)
         except Conflict:
             raise ClaimLost(f"job {job.id} was claimed by another processor") from None
 
     def update_progress(self, cmd: UpdateProgress, ctx: Context) -> Position:
-        """Record progress (and log lines) of a running job. Raises Conflict, NotFound, Forbidden."""
+        """Record progress (and log lines) of a running job. Stage and lines of a processor
+        are repaired, those of an admin checked. Raises Conflict, NotFound, Forbidden,
+        InvalidCommand (an admin's stage or line breaks :mod:`commands.text`'s rule)."""
         require_admin(ctx.actor, "progress reports")
+        stage, lines = report_stage(cmd.stage, ctx), report_lines(cmd.logs, ctx)
 
         def change(job: Job) -> None:
-            job.report_progress(cmd.progress, cmd.stage)
-            job.append_logs(cmd.logs)
+            job.report_progress(cmd.progress, stage)
+            job.append_logs(lines)
 
         return self._change(Job, cmd.job_id, "job", ctx, change)
 
     def append_logs(self, cmd: AppendLogs, ctx: Context) -> Position:
-        """Append log lines to a running job."""
+        """Append log lines to a running job (a processor's repaired, an admin's checked)."""
         require_admin(ctx.actor, "log reports")
-        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.append_logs(cmd.lines))
+        lines = report_lines(cmd.lines, ctx)
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.append_logs(lines))
 
     @staticmethod
     def _own_claim(job: Job, processor_id: str | None, attempt: int | None) -> None:
@@ -194,13 +206,15 @@ class JobHandlers(ServiceBase):
     def complete_job(self, cmd: CompleteJob, ctx: Context) -> Position:
         """Complete a running job with its result. Raises LateReport (409) when the claim
         belongs to another processor or attempt: a late result is refused, so a job never
-        completes twice nor has two result sets."""
+        completes twice nor has two result sets. The result is stored repaired
+        (:func:`commands.text.sanitize_json`: a transcript with U+0000 keeps U+FFFD there)."""
         require_admin(ctx.actor, "results")
+        result = report_result(cmd.result)
 
         def change(job: Job) -> None:
             if cmd.processor_id is not None or cmd.attempt is not None:
                 self._own_claim(job, cmd.processor_id, cmd.attempt)
-            job.complete(cmd.result)
+            job.complete(result)
 
         return self._change(Job, cmd.job_id, "job", ctx, change)
 
@@ -208,6 +222,7 @@ class JobHandlers(ServiceBase):
         """End a running attempt in error following the job type's retry policy; answers
         (will retry, position). Raises LateReport for a report of a lost claim."""
         require_admin(ctx.actor, "failures")
+        code, message = report_error(cmd.code, cmd.message)
         outcome: list[bool] = []
 
         def change(job: Job) -> None:
@@ -216,9 +231,7 @@ class JobHandlers(ServiceBase):
             max_attempts, base_s, cap_s = self.retry_policy(job.type)
             delay = min(cap_s, base_s * 2 ** (job.attempt - 1))
             backoff = delay / 2 + random.uniform(0, delay / 2)
-            outcome[:] = [
-                job.end_attempt(cmd.code, cmd.message, retryable=cmd.retryable, max_attempts=max_attempts, backoff_s=backoff)
-            ]
+            outcome[:] = [job.end_attempt(code, message, retryable=cmd.retryable, max_attempts=max_attempts, backoff_s=backoff)]
 
         position = self._change(Job, cmd.job_id, "job", ctx, change)
         return outcome[0], position
@@ -226,22 +239,25 @@ class JobHandlers(ServiceBase):
     def release_job(self, cmd: ReleaseJob, ctx: Context) -> Position:
         """A stopping processor hands its running job back: pending again, same attempt."""
         require_admin(ctx.actor, "claims")
+        reason = report_reason(cmd.reason)
 
         def change(job: Job) -> None:
             self._own_claim(job, cmd.processor_id, None)
-            job.release(cmd.reason)
+            job.release(reason)
 
         return self._change(Job, cmd.job_id, "job", ctx, change)
 
     def fail_job(self, cmd: FailJob, ctx: Context) -> Position:
-        """Fail a job with ``code`` and ``message``. Raises Conflict if already finished."""
+        """Fail a job with ``code`` and ``message`` (repaired, never refused). Raises Conflict if already finished."""
         require_admin(ctx.actor, "failures")
-        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.fail(cmd.code, cmd.message))
+        code, message = report_error(cmd.code, cmd.message)
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.fail(code, message))
 
     def confirm_cancellation(self, cmd: ConfirmCancellation, ctx: Context) -> Position:
         """Record a cancel-requested running job cancelled (processor checkpoint)."""
         require_admin(ctx.actor, "cancellations")
-        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.confirm_cancelled(cmd.reason))
+        reason = report_reason(cmd.reason)
+        return self._change(Job, cmd.job_id, "job", ctx, lambda job: job.confirm_cancelled(reason))
 
     # -- users ---------------------------------------------------------------------------------------
 
@@ -258,8 +274,9 @@ class JobHandlers(ServiceBase):
         """Ask a job to stop; answers (``cancelled`` | ``cancel_requested`` | ``completed``,
         position). Raises NotFound (not visible), Forbidden (viewer), Conflict (failed or cancelled).
         """
+        reason = checked_reason(cmd.reason)
         outcome: list[str] = []
-        position = self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: outcome.append(job.cancel(cmd.reason))))
+        position = self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: outcome.append(job.cancel(reason))))
         return outcome[-1], position
 
     def update_job(self, cmd: UpdateJob, ctx: Context) -> Position:
@@ -280,7 +297,8 @@ class JobHandlers(ServiceBase):
 
     def retry_job(self, cmd: RetryJob, ctx: Context) -> Position:
         """Send a failed or cancelled job back to pending with ``attempt + 1``."""
-        return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: job.retry(cmd.reason)))
+        reason = checked_reason(cmd.reason)
+        return self._change(Job, cmd.job_id, "job", ctx, self._owned(ctx, lambda job: job.retry(reason)))
 
     def archive_job(self, cmd: ArchiveJob, ctx: Context) -> Position:
         """Hide a job from lists; a pending one is cancelled and a running one asked to stop."""

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from commands.base import Position, ServiceBase, invalid
+from commands.base import Position, ServiceBase
 from commands.context import Context, acting_as
 from commands.errors import Conflict
 from commands.job import PENDING, RUNNING, Job
 from commands.messages import ArchiveProject, CreateProject, UpdateProject
 from commands.permissions import require_owner, require_writer
 from commands.project import Project
+from commands.text import clean_optional, clean_text
 
 
-def _check(name: str | None, description: str | None) -> None:
-    if name is not None and not 1 <= len(name.strip()) <= 200:
-        raise invalid("name", "1–200 characters")
-    if description is not None and len(description) > 10_000:
-        raise invalid("description", "at most 10,000 characters")
+def _name(name: object) -> str:
+    return clean_text(name, "name", min_length=1, max_length=200, strip=True)
+
+
+def _description(description: object) -> str:
+    return clean_text(description, "description", max_length=10_000, multiline=True)
 
 
 class ProjectHandlers(ServiceBase):
@@ -26,15 +28,16 @@ class ProjectHandlers(ServiceBase):
     def create_project(self, cmd: CreateProject, ctx: Context) -> tuple[UUID, Position]:
         """Create a project owned by the actor. Raises Forbidden (viewer), InvalidCommand."""
         require_writer(ctx.actor)
-        _check(cmd.name, cmd.description)
+        name, description = _name(cmd.name), _description(cmd.description)
         with acting_as(ctx):
-            project = Project(name=cmd.name.strip(), description=cmd.description, owner_id=ctx.actor.id)
+            project = Project(name=name, description=description, owner_id=ctx.actor.id)
         return project.id, self._save(project)
 
     def update_project(self, cmd: UpdateProject, ctx: Context) -> Position:
-        """Rename or re-describe a project. Raises Forbidden, NotFound, InvalidCommand."""
-        _check(cmd.name, cmd.description)
-        changes = {k: v for k, v in (("name", cmd.name and cmd.name.strip()), ("description", cmd.description)) if v is not None}
+        """Rename or re-describe a project (``None``: unchanged). Raises Forbidden, NotFound, InvalidCommand."""
+        name = None if cmd.name is None else _name(cmd.name)
+        description = clean_optional(cmd.description, "description", max_length=10_000, multiline=True)
+        changes = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
 
         def change(project: Project) -> None:
             require_owner(ctx.actor, project.owner_id, "project", project.id)

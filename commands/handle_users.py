@@ -11,22 +11,30 @@ from commands.errors import Conflict, Forbidden, NotFound
 from commands.messages import ChangePassword, CreateUser, DeactivateUser, LogOut, ReactivateUser, ResetPassword, UpdateUser
 from commands.permissions import require_admin
 from commands.security import hash_password, verify_password
+from commands.text import clean_optional, clean_text
 from commands.user import User, user_id_for
 from events.users import ROLES
 
-_USERNAME = re.compile(r"^[\w.@+-]{1,150}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_USERNAME = re.compile(r"[\w.@+-]{1,150}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MIN_PASSWORD = 8
 
 
-def _check_password(password: str, field: str = "password") -> None:
+def _check_password(password: object, field: str = "password") -> None:
+    """Passwords are hashed, never stored: only their type and length are checked (and
+    they are not normalised, so that a password set earlier keeps matching)."""
+    if not isinstance(password, str):
+        raise invalid(field, "must be a string")
     if len(password) < MIN_PASSWORD or len(password) > 1024:
         raise invalid(field, f"must be {MIN_PASSWORD}–1024 characters")
 
 
-def _check_email(email: str | None) -> None:
-    if email is not None and email != "" and (len(email) > 254 or not _EMAIL.match(email)):
+def _check_email(email: object) -> str | None:
+    """The email in NFC (``None`` or ``""``: none). Raises InvalidCommand."""
+    text = clean_optional(email, "email", max_length=254)
+    if text and not _EMAIL.fullmatch(text):
         raise invalid("email", "not an email address")
+    return text
 
 
 class UserHandlers(ServiceBase):
@@ -35,15 +43,15 @@ class UserHandlers(ServiceBase):
     def create_user(self, cmd: CreateUser, ctx: Context) -> tuple[UUID, Position]:
         """Create a user. Raises Forbidden (not admin), InvalidCommand, Conflict (name taken)."""
         require_admin(ctx.actor, "user management")
-        username = cmd.username.strip()
-        if not _USERNAME.match(username):
+        username = clean_text(cmd.username, "username", min_length=1, max_length=150, strip=True)
+        if not _USERNAME.fullmatch(username):
             raise invalid("username", "1–150 letters, digits and @.+-_")
         if cmd.role not in ROLES:
             raise invalid("role", f"must be one of {', '.join(ROLES)}")
         _check_password(cmd.password)
-        _check_email(cmd.email)
+        email = _check_email(cmd.email)
         with acting_as(ctx):
-            user = User(username=username, role=cmd.role, email=cmd.email or None, password_hash=hash_password(cmd.password))
+            user = User(username=username, role=cmd.role, email=email or None, password_hash=hash_password(cmd.password))
         try:
             return user.id, self._save(user)
         except Conflict:
@@ -62,8 +70,8 @@ class UserHandlers(ServiceBase):
                 raise Forbidden("only admins change roles")
         if cmd.role is not None and cmd.role not in ROLES:
             raise invalid("role", f"must be one of {', '.join(ROLES)}")
-        _check_email(cmd.email)
-        changes = {k: v for k, v in (("email", cmd.email), ("role", cmd.role)) if v is not None}
+        email = _check_email(cmd.email)
+        changes = {k: v for k, v in (("email", email), ("role", cmd.role)) if v is not None}
         return self._change(User, cmd.user_id, "user", ctx, lambda u: u.update(changes))
 
     def deactivate_user(self, cmd: DeactivateUser, ctx: Context) -> Position:

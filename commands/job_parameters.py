@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from commands.errors import InvalidCommand
+from commands.text import Line, Text, clean_json
 
 Language = Field(default=None, min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -18,37 +19,37 @@ class _Params(BaseModel):
 class SttParameters(_Params):
     """stt: ``{language?}``; files: ``input_file`` (audio or video)."""
 
-    language: str | None = Language
+    language: Line | None = Language
 
 
 class TtsParameters(_Params):
     """tts: ``{text, language?, voice?}``; no files. Text is 1–20,000 characters."""
 
-    text: str = Field(min_length=1, max_length=20_000)
-    language: str | None = Language
-    voice: str | None = Field(default=None, max_length=100)
+    text: Text = Field(min_length=1, max_length=20_000)
+    language: Line | None = Language
+    voice: Line | None = Field(default=None, max_length=100)
 
 
 class VoiceCloningParameters(_Params):
     """voice_cloning: ``{text?, language?}``; ``reference_file``, and ``input_file`` when no text."""
 
-    text: str | None = Field(default=None, min_length=1, max_length=20_000)
-    language: str | None = Language
+    text: Text | None = Field(default=None, min_length=1, max_length=20_000)
+    language: Line | None = Language
 
 
 class DubbingParameters(_Params):
     """dubbing: ``{target_language, source_language?}``; ``input_file``."""
 
-    target_language: str = Field(min_length=2, max_length=16)
-    source_language: str | None = Language
+    target_language: Line = Field(min_length=2, max_length=16)
+    source_language: Line | None = Language
 
 
 class AiStoriesParameters(_Params):
     """ai_stories: ``{prompt, length (words), style?, seed?, narrate?}``."""
 
-    prompt: str = Field(min_length=1, max_length=4_000)
+    prompt: Text = Field(min_length=1, max_length=4_000)
     length: int = Field(default=300, ge=20, le=5_000)
-    style: str | None = Field(default=None, max_length=200)
+    style: Line | None = Field(default=None, max_length=200)
     seed: int | None = None
     narrate: bool = False
 
@@ -56,8 +57,8 @@ class AiStoriesParameters(_Params):
 class VideoTranslationParameters(_Params):
     """video_translation: ``{target_language, source_language?, subtitles?, dub?}``; ``input_file``."""
 
-    target_language: str = Field(min_length=2, max_length=16)
-    source_language: str | None = Language
+    target_language: Line = Field(min_length=2, max_length=16)
+    source_language: Line | None = Language
     subtitles: bool = True
     dub: bool = False
 
@@ -65,8 +66,8 @@ class VideoTranslationParameters(_Params):
 class TalkingHeadsParameters(_Params):
     """animated_talking_heads: ``{text?, language?}``; ``image_file``, ``input_file`` when no text."""
 
-    text: str | None = Field(default=None, min_length=1, max_length=20_000)
-    language: str | None = Language
+    text: Text | None = Field(default=None, min_length=1, max_length=20_000)
+    language: Line | None = Language
 
 
 SCHEMAS: dict[str, type[_Params]] = {
@@ -105,12 +106,14 @@ def required_files(job_type: str, parameters: dict[str, Any]) -> set[str]:
 
 
 def validate_parameters(job_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """``parameters`` validated against ``job_type``'s schema, unset fields left out.
+    """``parameters`` validated against ``job_type``'s schema, unset fields left out, every
+    string in NFC (:mod:`commands.text`: no control characters but tab/newline/CR in texts
+    and prompts, none at all in single-line fields).
 
     Raises:
         InvalidCommand: unknown type or invalid parameters (``errors`` lists ``{loc, msg}``).
     """
-    schema = SCHEMAS.get(job_type)
+    schema = SCHEMAS.get(job_type) if isinstance(job_type, str) else None
     if schema is None:
         raise InvalidCommand(
             f"unknown job type {job_type!r}; known types: {', '.join(SCHEMAS)}",
@@ -120,6 +123,7 @@ def validate_parameters(job_type: str, parameters: dict[str, Any]) -> dict[str, 
         raise InvalidCommand(
             "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "must be an object"}]
         )
+    parameters = clean_json(parameters, ("parameters",))
     try:
         model = schema.model_validate(parameters)
     except ValidationError as exc:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from commands.base import invalid
+from commands.text import clean_json, clean_text
 
 #: Defaults under global and per-user values. ``max_file_size_mb`` is per file
 #: (1 MB = 1,048,576 bytes); ``max_concurrent_jobs`` running jobs per user.
@@ -17,8 +17,14 @@ DEFAULTS: dict[str, Any] = {
     "max_input_duration_s": 3600,
 }
 
-_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+#: Quotas: a user's own value of these keys is set (and removed) by admins only.
+LIMIT_KEYS = frozenset({"max_file_size_mb", "max_concurrent_jobs", "max_input_duration_s"})
+#: Keys the system keeps for itself (global booleans): ``demo.seeded`` marks a seeded demo.
+SYSTEM_KEYS = frozenset({"demo.seeded"})
+#: Every key a setting may have; any other → 422.
+KNOWN_KEYS = frozenset(DEFAULTS) | SYSTEM_KEYS
+
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 
 
 def _number(key: str, value: Any, low: float, high: float, *, integer: bool) -> Any:
@@ -28,10 +34,19 @@ def _number(key: str, value: Any, low: float, high: float, *, integer: bool) -> 
     return value
 
 
-def validate_setting(key: str, value: Any) -> Any:
-    """``value`` checked for ``key``. Raises InvalidCommand naming the problem."""
-    if not _KEY.match(key):
-        raise invalid("key", "1–100 lower-case letters, digits and ._- starting with a letter")
+def check_key(key: Any) -> str:
+    """``key`` checked (:mod:`commands.text`'s rule) and known. Raises InvalidCommand (422)."""
+    name = clean_text(key, "key", min_length=1, max_length=100)
+    if name not in KNOWN_KEYS:
+        raise invalid("key", f"unknown setting {name!r}; known keys: {', '.join(sorted(DEFAULTS))}")
+    return name
+
+
+def validate_setting(key: str, value: Any, user_id: str | None = None) -> Any:
+    """``value`` checked for ``key`` (of ``user_id``; None: global). Raises InvalidCommand
+    naming the problem: an unknown key, a value of the wrong kind or out of range."""
+    key = check_key(key)
+    value = clean_json(value, "value", max_size=10_000)
     if key == "max_file_size_mb":
         return _number(key, value, 1, 102_400, integer=True)
     if key == "max_concurrent_jobs":
@@ -39,11 +54,13 @@ def validate_setting(key: str, value: Any) -> Any:
     if key == "max_input_duration_s":
         return _number(key, value, 1, 86_400, integer=False)
     if key == "default_language":
-        if value is not None and (not isinstance(value, str) or not _LANGUAGE.match(value)):
+        if value is not None and (not isinstance(value, str) or not _LANGUAGE.fullmatch(value)):
             raise invalid("value", "default_language must be a language code such as en or es")
         return value
-    if len(json.dumps(value)) > 10_000:
-        raise invalid("value", "at most 10,000 characters of JSON")
+    if user_id is not None:
+        raise invalid("user", f"{key} is a global setting")
+    if not isinstance(value, bool):
+        raise invalid("value", f"{key} must be true or false")
     return value
 
 
