@@ -225,3 +225,41 @@ def test_per_user_cap_and_malformed_resume_positions(platform_up: dict[str, Any]
         assert resp.status_code == 422, (as_of, resp.status_code, resp.text)
         assert resp.headers["content-type"].startswith("application/problem+json")
     assert viewer.get(f"/api/jobs/{job_id}/", params={"as_of": system.platform.head()}).status_code == 200
+
+
+def test_hub_skips_an_event_it_cannot_decode(system: Any) -> None:
+    """Invariant 11: an undecodable event in the store is logged and skipped; the next is pushed."""
+    import uuid
+
+    import psycopg
+
+    from api.live import Feed, LiveHub, Subscriber
+    from infra.db import conninfo
+
+    hub = LiveHub(
+        system.platform.recorder,
+        system.platform.mapper.to_domain_event,
+        system.engine,
+        lambda: 2**62,  # no projector here: the hub pushes at once
+        system.store_waiter().wait,
+    )
+
+    async def scenario() -> None:
+        sub = Subscriber(Feed("events", {"id": "admin", "role": "admin"}), asyncio.get_running_loop(), asyncio.Queue())
+        hub.subscribe(sub)
+        with psycopg.connect(conninfo(system.database_url), autocommit=True) as conn:
+            conn.execute(
+                f'INSERT INTO "{system.platform.recorder.events_table_name}" '
+                "(originator_id, originator_version, topic, state) VALUES (%s, 1, %s, %s)",
+                (uuid.uuid4(), "events.nowhere:Nothing", b"\x00not json"),
+            )
+        _, position = system.platform.create_project(
+            CreateProject("after the poison", ""), Context(Actor("x", "a", "admin"), "c")
+        )
+        message = await asyncio.wait_for(sub.queue.get(), 30)
+        assert message is not None and message["position"] == position and message["event_type"] == "ProjectCreated"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        hub.stop()
