@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from typing import Any
 
@@ -155,6 +156,29 @@ def test_open_connections_close_on_logout_and_deactivation(platform_up: dict[str
         assert await closed_code(by_message) == 4401
         await asyncio.wait_for(await other_session.ping(), CLOSE_TIMEOUT_S)  # another session stays open
         await other_session.close()
+
+        # a token that expires closes its connection
+        short = dataclasses.replace(api_services(platform_up).tokens, access_ttl_s=3)
+        brief = short.pair({"id": platform_up["users"]["editor"], "username": "editor", "role": "editor"})["access"]
+        expiring = await open_feed(base, brief, after=before)
+        assert (await served(expiring))["job_id"] == job_id
+        assert await closed_code(expiring) == 4401
+
+        # a password change closes the user's other sessions, not the one that changed it
+        other_pair = await asyncio.to_thread(
+            lambda: httpx.post(f"{base}/api/token/", json={"username": "editor", "password": "editor-password"}).json()
+        )
+        kept = await open_feed(base, bearer(editor), after=before)
+        dropped = await open_feed(base, other_pair["access"], after=before)
+        for ws in (kept, dropped):
+            assert (await served(ws))["job_id"] == job_id
+        resp = await asyncio.to_thread(
+            editor.post, "/api/profiles/me/password/", json={"old_password": "editor-password", "new_password": "n3w-Passw0rd!x"}
+        )
+        assert resp.status_code == 204, resp.text
+        assert await closed_code(dropped) == 4401
+        await asyncio.wait_for(await kept.ping(), CLOSE_TIMEOUT_S)
+        await kept.close()
 
         # deactivation closes the viewer's WebSocket and ends its SSE stream
         viewer_ws = await open_feed(base, bearer(viewer), after=before)
