@@ -129,7 +129,9 @@ def test_min_position_beyond_head_and_waits_hold_no_thread(platform_up: dict[str
     asyncio.run(scenario())
 
 
-def test_open_connections_close_on_logout_and_deactivation(platform_up: dict[str, Any], system: Any) -> None:
+def test_live_connections_capped_resume_checked_and_revoked(platform_up: dict[str, Any], system: Any) -> None:
+    """The per-user cap (4429 / SSE 429), bad ``after`` (4401) and ``as_of`` (422); then open
+    connections closed (4401) on logout, expiry, password change and deactivation."""
     base, clients = platform_up["base"], platform_up["clients"]
     admin, editor, viewer = clients["admin"], clients["editor"], clients["viewer"]
     pair = httpx.post(f"{base}/api/token/", json={"username": "editor", "password": "editor-password"}).json()
@@ -142,6 +144,44 @@ def test_open_connections_close_on_logout_and_deactivation(platform_up: dict[str
     job_id = editor.post(
         "/api/jobs/", json={"project": platform_up["project"], "type": "tts", "parameters": {"text": "x"}}
     ).json()["id"]
+    token = bearer(viewer)
+
+    async def capped() -> None:
+        feeds = [await open_feed(base, token, after=before) for _ in range(20)]
+        for ws in feeds:  # each replays the job's submission: authenticated and counted
+            assert (await served(ws))["job_id"] == job_id
+        extra = await open_feed(base, token, after=before)
+        assert await closed_code(extra) == 4429
+        sse = await asyncio.to_thread(viewer.get, f"/api/jobs/{job_id}/events/", headers={"Accept": "text/event-stream"})
+        assert sse.status_code == 429 and sse.headers["content-type"].startswith("application/problem+json")
+        other = await open_feed(base, bearer(editor), after=before)  # the cap is per user
+        assert (await served(other))["job_id"] == job_id
+        await feeds.pop().close()
+        again = await wait_for_place(base, token, before)  # a closed connection frees its place
+        for ws in [*feeds, again, other]:
+            await ws.close()
+
+        # a resume position that is not a non-negative integer is bad auth (4401), never 1006
+        for after in ([], {}, -1, "x", True, 2**64, "9" * 5000, 1.5):
+            ws = await websockets.connect(ws_url(base, "/ws/jobs/"))
+            await ws.send(json.dumps({"type": "auth", "token": token, "after": after}))
+            assert await closed_code(ws) == 4401, after
+        for query in ("after=x", "after=-1", "after=%C2%B2", "after=" + "9" * 5000):
+            ws = await websockets.connect(ws_url(base, f"/ws/jobs/?{query}"))
+            with contextlib.suppress(websockets.ConnectionClosed):  # it may close before reading
+                await ws.send(json.dumps({"type": "auth", "token": token}))
+            assert await closed_code(ws) == 4401, query
+        ws = await websockets.connect(ws_url(base, "/ws/jobs/"))
+        await ws.send(b"\x00\xff")
+        assert await closed_code(ws) == 4401
+
+    asyncio.run(capped())
+
+    for as_of in ("²", "9" * 5000, "yesterday", "2026-01-01T00:00:00" + "0" * 100, "١٢"):
+        resp = viewer.get(f"/api/jobs/{job_id}/", params={"as_of": as_of})
+        assert resp.status_code == 422, (as_of, resp.status_code, resp.text)
+        assert resp.headers["content-type"].startswith("application/problem+json")
+    assert viewer.get(f"/api/jobs/{job_id}/", params={"as_of": system.platform.head()}).status_code == 200
 
     async def scenario() -> None:
         # three feeds of the editor, each served (the job's submission replayed) before the logout
@@ -202,53 +242,6 @@ def test_open_connections_close_on_logout_and_deactivation(platform_up: dict[str
             await asyncio.wait_for(drain(), CLOSE_TIMEOUT_S)  # the stream ended
 
     asyncio.run(scenario())
-
-
-def test_per_user_cap_and_malformed_resume_positions(platform_up: dict[str, Any], system: Any) -> None:
-    base, clients = platform_up["base"], platform_up["clients"]
-    viewer, editor = clients["viewer"], clients["editor"]
-    token = bearer(viewer)
-    before = system.platform.head()
-    job_id = editor.post(
-        "/api/jobs/", json={"project": platform_up["project"], "type": "tts", "parameters": {"text": "x"}}
-    ).json()["id"]
-
-    async def scenario() -> None:
-        feeds = [await open_feed(base, token, after=before) for _ in range(20)]
-        for ws in feeds:  # each replays the job's submission: authenticated and counted
-            assert (await served(ws))["job_id"] == job_id
-        extra = await open_feed(base, token, after=before)
-        assert await closed_code(extra) == 4429
-        sse = await asyncio.to_thread(viewer.get, f"/api/jobs/{job_id}/events/", headers={"Accept": "text/event-stream"})
-        assert sse.status_code == 429 and sse.headers["content-type"].startswith("application/problem+json")
-        other = await open_feed(base, bearer(editor), after=before)  # the cap is per user
-        assert (await served(other))["job_id"] == job_id
-        await feeds.pop().close()
-        again = await wait_for_place(base, token, before)  # a closed connection frees its place
-        for ws in [*feeds, again, other]:
-            await ws.close()
-
-        # a resume position that is not a non-negative integer is bad auth (4401), never 1006
-        for after in ([], {}, -1, "x", True, 2**64, "9" * 5000, 1.5):
-            ws = await websockets.connect(ws_url(base, "/ws/jobs/"))
-            await ws.send(json.dumps({"type": "auth", "token": token, "after": after}))
-            assert await closed_code(ws) == 4401, after
-        for query in ("after=x", "after=-1", "after=%C2%B2", "after=" + "9" * 5000):
-            ws = await websockets.connect(ws_url(base, f"/ws/jobs/?{query}"))
-            with contextlib.suppress(websockets.ConnectionClosed):  # it may close before reading
-                await ws.send(json.dumps({"type": "auth", "token": token}))
-            assert await closed_code(ws) == 4401, query
-        ws = await websockets.connect(ws_url(base, "/ws/jobs/"))
-        await ws.send(b"\x00\xff")
-        assert await closed_code(ws) == 4401
-
-    asyncio.run(scenario())
-
-    for as_of in ("²", "9" * 5000, "yesterday", "2026-01-01T00:00:00" + "0" * 100, "١٢"):
-        resp = viewer.get(f"/api/jobs/{job_id}/", params={"as_of": as_of})
-        assert resp.status_code == 422, (as_of, resp.status_code, resp.text)
-        assert resp.headers["content-type"].startswith("application/problem+json")
-    assert viewer.get(f"/api/jobs/{job_id}/", params={"as_of": system.platform.head()}).status_code == 200
 
 
 def test_hub_skips_an_event_it_cannot_decode(system: Any) -> None:
