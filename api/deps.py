@@ -16,7 +16,7 @@ from api.auth import TokenIssuer
 from api.errors import ServiceUnavailable, request_id
 from api.signing import UrlSigner
 from commands.context import Actor, Context
-from commands.errors import Unauthenticated
+from commands.errors import Conflict, Unauthenticated
 from commands.service import Platform
 from projections import tables as t
 from projections.projector import current_position
@@ -52,6 +52,8 @@ class Services:
         self.broker_check: Callable[[], str] | None = None  # "ok" or why the broker is unreachable
         self.processors_check: Callable[[], Any] | None = None
         self.hub: Any = None  # api.live.LiveHub, set by the composition root
+        self.reads: Any = None  # api.readwait.ReadWaiter, set by the composition root
+        self._head_seen = 0  # the highest store head read so far (positions only increase)
 
     def upload_limit(self, user_id: str) -> int:
         """Bytes one uploaded file may have: the user's ``max_file_size_mb`` (1 MB = 1,048,576
@@ -65,7 +67,10 @@ class Services:
             return current_position(conn)
 
     def wait_for(self, position: int, timeout: float | None = None) -> bool:
-        """Block (≤ ``timeout``, default ``read_wait_s``) until the read models reach ``position``."""
+        """Block (≤ ``timeout``, default ``read_wait_s``) until the read models reach
+        ``position``; True if they did. For threads: async code uses :meth:`await_position`."""
+        if self.reads is not None:
+            return bool(self.reads.wait_sync(position, self.read_wait_s if timeout is None else timeout))
         deadline = time.monotonic() + (self.read_wait_s if timeout is None else timeout)
         delay = 0.002
         while True:
@@ -75,6 +80,24 @@ class Services:
                 return False
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
+
+    async def await_position(self, position: int, timeout: float | None = None) -> bool:
+        """Wait (≤ ``timeout``, default ``read_wait_s``) until the read models reach
+        ``position``, holding no thread (woken by the projector's NOTIFY); True if they did."""
+        timeout = self.read_wait_s if timeout is None else timeout
+        if self.reads is not None:
+            return bool(await self.reads.wait(position, timeout))
+        return await asyncio.to_thread(self.wait_for, position, timeout)
+
+    async def beyond_head(self, position: int) -> int | None:
+        """The store's head if ``position`` is beyond it (no write returned it), else None.
+        The head is re-read from the store whenever ``position`` is above the last one
+        seen, so a position another API process just returned is never refused."""
+        if position <= self._head_seen or (self.reads is not None and self.reads.reached(position)):
+            return None
+        head = int(await asyncio.to_thread(self.platform.head))
+        self._head_seen = max(self._head_seen, head)
+        return head if position > head else None
 
 
 def get_services(request: Request) -> Services:
@@ -143,12 +166,23 @@ async def read_position(
     min_position: Annotated[int | None, Query(ge=0, description="wait until the read models reach this position")] = None,
     aiorch_min_position: Annotated[int | None, Header(ge=0)] = None,
 ) -> None:
-    """Read your writes: wait (≤ ``AIORCH_READ_WAIT_S``) for ``?min_position`` / header.
+    """Read your writes: wait (≤ ``AIORCH_READ_WAIT_S``, holding no thread) for
+    ``?min_position`` / header ``Aiorch-Min-Position``.
 
-    Raises ServiceUnavailable (503 with Retry-After) when the read models lag behind.
+    Raises Conflict (409, at once) for a position beyond the store's head, naming the head;
+    ServiceUnavailable (503 with Retry-After) when the read models lag behind.
     """
     wanted = max(min_position or 0, aiorch_min_position or 0)
-    if wanted and not await asyncio.to_thread(services.wait_for, wanted):
+    if not wanted:
+        return
+    head = await services.beyond_head(wanted)
+    if head is not None:
+        loc = ["query", "min_position"] if min_position == wanted else ["header", "aiorch-min-position"]
+        raise Conflict(
+            f"position {wanted} is beyond the store's head {head}: no write returned it",
+            errors=[{"loc": loc, "msg": f"beyond the head {head}"}],
+        )
+    if not await services.await_position(wanted):
         raise ServiceUnavailable(f"the read models have not reached position {wanted} yet", retry_after=1)
 
 
@@ -158,7 +192,7 @@ ReadPosition = Depends(read_position)
 async def created(services: Services, position: int, location: str, resource_id: str, fetch: Any) -> JSONResponse:
     """201 with the resource once the read models show it, else 202 ``{id, position}``."""
     headers = {"Aiorch-Position": str(position), "Location": location}
-    if await asyncio.to_thread(services.wait_for, position):
+    if await services.await_position(position):
         return JSONResponse(await asyncio.to_thread(fetch), status_code=201, headers=headers)
     return JSONResponse({"id": resource_id, "position": position}, status_code=202, headers=headers)
 
@@ -167,7 +201,7 @@ async def after_write(services: Services, position: int, fetch: Any = None, stat
     """Answer a write once the read models include ``position``: ``fetch()`` as JSON (or
     204 without ``fetch``), with ``Aiorch-Position``; 202 ``{position}`` if they lag."""
     headers = {"Aiorch-Position": str(position)}
-    if not await asyncio.to_thread(services.wait_for, position):
+    if not await services.await_position(position):
         return JSONResponse({"position": position}, status_code=202, headers=headers)
     if fetch is None:
         return Response(status_code=204, headers=headers)

@@ -5,11 +5,18 @@ models include it (ARCHITECTURE.md, invariants 5 and 6).
 A client that connects with ``after=P`` is registered first (live messages queue up), then
 replayed everything visible after P up to the hub's last pushed position, then given the
 queue: no gap and no duplicate.
+
+The hub also tracks every open live connection (WebSocket and SSE) per user: at most
+``max_per_user`` at a time, and each one re-checked when an event of its user arrives (a
+logout, a deactivation, a password change): a connection whose token no longer passes is
+revoked (its WebSocket closes with 4401, its SSE stream ends). An event the hub cannot
+decode is logged and skipped (ARCHITECTURE.md invariant 11), never retried forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
@@ -19,48 +26,69 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Column, DateTime, Engine, MetaData, String, Table, delete, insert, select
+from sqlalchemy import JSON, Boolean, Column, DateTime, Engine, MetaData, String, Table, delete, insert, select
 
+from api.deps import Services, check_token
+from commands.errors import Unauthenticated
 from events import to_envelope
 from projections import tables as t
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
 
-ws_tickets = Table(
-    "ws_tickets",
+ws_tickets = Table(  # "live_tickets": a ticket now carries its token's claims (revocation, expiry)
+    "live_tickets",
     metadata,
     Column("ticket", String(64), primary_key=True),
     Column("user_id", String(36), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("used", Boolean, nullable=False, default=False),
+    Column("claims", JSON, nullable=True),
 )
 
 TICKET_TTL_S = 30
 STATUS_EVENTS = frozenset({"JobSubmitted", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetried"})
 
 
-def issue_ticket(engine: Engine, user_id: str) -> str:
-    """A single-use WebSocket ticket for ``user_id``, valid :data:`TICKET_TTL_S` seconds."""
+def issue_ticket(engine: Engine, user_id: str, claims: dict[str, Any] | None = None) -> str:
+    """A single-use WebSocket ticket for ``user_id``, valid :data:`TICKET_TTL_S` seconds;
+    ``claims`` are those of the access token that asked for it (the connection it opens
+    lives by them: it closes when that token expires or its session is revoked)."""
     ticket = secrets.token_urlsafe(32)
     with engine.begin() as conn:
         conn.execute(delete(ws_tickets).where(ws_tickets.c.expires_at < datetime.now(UTC)))
         conn.execute(
             insert(ws_tickets).values(
-                ticket=ticket, user_id=user_id, expires_at=datetime.now(UTC) + timedelta(seconds=TICKET_TTL_S)
+                ticket=ticket,
+                user_id=user_id,
+                expires_at=datetime.now(UTC) + timedelta(seconds=TICKET_TTL_S),
+                claims=claims,
             )
         )
     return ticket
 
 
-def redeem_ticket(engine: Engine, ticket: str) -> str | None:
-    """The user id of an unexpired ticket, which is consumed; None otherwise."""
+def redeem_ticket(engine: Engine, ticket: str) -> tuple[str, dict[str, Any] | None] | None:
+    """``(user id, claims)`` of an unexpired ticket, which is consumed; None otherwise."""
+    if len(ticket) > 64:
+        return None
     with engine.begin() as conn:
-        return conn.execute(
+        row = conn.execute(
             delete(ws_tickets)
             .where(ws_tickets.c.ticket == ticket, ws_tickets.c.expires_at >= datetime.now(UTC))
-            .returning(ws_tickets.c.user_id)
-        ).scalar()
+            .returning(ws_tickets.c.user_id, ws_tickets.c.claims)
+        ).first()
+    return (str(row.user_id), row.claims) if row is not None else None
+
+
+def token_still_valid(services: Services, token: str) -> bool:
+    """Whether the access ``token`` still passes :func:`api.deps.check_token` (blocking):
+    not expired, its session not revoked, its user active, no password change since."""
+    try:
+        check_token(services, token, "access")
+    except Unauthenticated:
+        return False
+    return True
 
 
 def message_type(event_type: str) -> str:
@@ -115,6 +143,33 @@ class Subscriber:
         self.loop.call_soon_threadsafe(put)
 
 
+@dataclass(eq=False)
+class LiveConnection:
+    """One open WebSocket or SSE connection, as the hub tracks it.
+
+    Args:
+        user_id: its user.
+        check: whether its credentials still pass (blocking: reads the read models; called
+            from the hub thread after the read models include an event of the user).
+        loop: the connection's event loop.
+        on_revoke: run in ``loop`` once, when the connection is revoked.
+    """
+
+    user_id: str
+    check: Callable[[], bool]
+    loop: asyncio.AbstractEventLoop
+    on_revoke: Callable[[], None]
+    revoked: bool = False
+
+    def revoke(self) -> None:
+        """Revoke (from any thread): ``on_revoke`` runs once in the connection's loop."""
+        if self.revoked:
+            return
+        self.revoked = True
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to close
+            self.loop.call_soon_threadsafe(self.on_revoke)
+
+
 @dataclass
 class LiveHub:
     """Follows the store from its head at start; pushes after the read models caught up.
@@ -124,6 +179,9 @@ class LiveHub:
         engine: the read models' database (rows of the pushed jobs).
         projected: the read models' position.
         wait: blocks until the store has news (or a timeout passes).
+        reads: an ``api.readwait.ReadWaiter`` to wait for the read models (else polling
+            ``projected``); stopped with the hub.
+        max_per_user: open live connections a user may have in this process.
     """
 
     recorder: Any
@@ -133,7 +191,10 @@ class LiveHub:
     wait: Callable[[float], None]
     fold: Callable[[Any, int], dict[str, Any]] | None = None
     queue_size: int = 1000
+    reads: Any = None
+    max_per_user: int = 20
     subscribers: list[Subscriber] = field(default_factory=list)
+    connections: dict[str, list[LiveConnection]] = field(default_factory=dict)
     position: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
@@ -148,8 +209,49 @@ class LiveHub:
                 self._thread.start()
 
     def stop(self) -> None:
-        """Stop following."""
+        """Stop following (and the read waiter)."""
         self._stop.set()
+        if self.reads is not None:
+            self.reads.stop()
+
+    def open(self, conn: LiveConnection) -> bool:
+        """Count ``conn`` as open; False (not counted) when its user already has
+        ``max_per_user`` open connections in this process."""
+        self.ensure_started()
+        with self._lock:
+            mine = self.connections.setdefault(conn.user_id, [])
+            if len(mine) >= self.max_per_user:
+                return False
+            mine.append(conn)
+            return True
+
+    def close(self, conn: LiveConnection) -> None:
+        """Forget ``conn`` (idempotent)."""
+        with self._lock:
+            mine = self.connections.get(conn.user_id, [])
+            if conn in mine:
+                mine.remove(conn)
+            if not mine:
+                self.connections.pop(conn.user_id, None)
+
+    def open_count(self, user_id: str) -> int:
+        """Open live connections of ``user_id`` in this process."""
+        with self._lock:
+            return len(self.connections.get(user_id, []))
+
+    def recheck(self, user_ids: set[str]) -> None:
+        """Re-check the open connections of ``user_ids``; revoke those that no longer pass."""
+        with self._lock:
+            conns = [c for uid in user_ids for c in self.connections.get(uid, []) if not c.revoked]
+        for conn in conns:
+            try:
+                valid = conn.check()
+            except Exception:  # a database hiccup: keep the connection, the next event re-checks
+                log.exception("could not re-check a live connection of user %s", conn.user_id)
+                continue
+            if not valid:
+                log.info("revoking a live connection of user %s", conn.user_id)
+                conn.revoke()
 
     def subscribe(self, sub: Subscriber) -> int:
         """Register ``sub``; returns the position up to which it must replay from the store."""
@@ -168,7 +270,12 @@ class LiveHub:
         """``(aggregate id, job row or None, event envelope)`` per notification. The row is
         the job as it was right after that event: the read-model row when it is at that
         version (the usual case), else the job folded from the store up to it."""
-        decoded = [(n, self.decode(n)) for n in notifications]
+        decoded = []
+        for n in notifications:
+            try:
+                decoded.append((n, self.decode(n)))
+            except Exception:
+                log.exception("live feed: cannot decode the event at position %s (topic %s); skipped", n.id, n.topic)
         job_ids = {str(n.originator_id) for n, e in decoded if type(e).__name__.startswith("Job")}
         rows: dict[str, dict[str, Any]] = {}
         if job_ids:
@@ -176,11 +283,29 @@ class LiveHub:
                 rows = {r["id"]: dict(r) for r in conn.execute(select(t.jobs).where(t.jobs.c.id.in_(job_ids))).mappings()}
         out = []
         for n, event in decoded:
-            row = rows.get(str(n.originator_id))
-            if row is not None and row["version"] != n.originator_version and self.fold is not None:
-                row = {**self.fold(n.originator_id, n.originator_version), "created_by_username": row["created_by_username"]}
-            out.append((str(n.originator_id), row, to_envelope(event, n.id)))
+            try:
+                row = rows.get(str(n.originator_id))
+                if row is not None and row["version"] != n.originator_version and self.fold is not None:
+                    row = {**self.fold(n.originator_id, n.originator_version), "created_by_username": row["created_by_username"]}
+                out.append((str(n.originator_id), row, to_envelope(event, n.id)))
+            except Exception:
+                log.exception("live feed: cannot render the event at position %s; skipped", n.id)
         return out
+
+    def _wait_projected(self, position: int) -> None:
+        """Block until the read models include ``position`` (or the hub stops)."""
+        deadline = time.monotonic() + 30
+        while not self._stop.is_set():
+            if self.reads is not None:
+                if self.reads.wait_sync(position, 1.0):
+                    return
+            elif self.projected() >= position:
+                return
+            else:
+                time.sleep(0.005)
+            if time.monotonic() > deadline:
+                log.warning("the read models lag behind position %s; still waiting to push", position)
+                deadline = time.monotonic() + 30
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -189,12 +314,9 @@ class LiveHub:
                 if not batch:
                     self.wait(0.5)
                     continue
-                deadline = time.monotonic() + 30
-                while self.projected() < batch[-1].id and not self._stop.is_set():  # push after the read model
-                    if time.monotonic() > deadline:
-                        log.warning("the read models lag behind position %s; still waiting to push", batch[-1].id)
-                        deadline = time.monotonic() + 30
-                    time.sleep(0.005)
+                self._wait_projected(batch[-1].id)  # push after the read model
+                if self._stop.is_set():
+                    return
                 items = self.messages(batch)
                 with self._lock:
                     for aggregate_id, row, envelope in items:
@@ -202,6 +324,9 @@ class LiveHub:
                             if envelope["position"] > sub.last_queued and sub.feed.wants(aggregate_id, row):
                                 sub.offer(render(sub.feed, row, envelope))
                     self.position = batch[-1].id
+                    users = {str(n.originator_id) for n in batch} & set(self.connections)
+                if users:
+                    self.recheck(users)
             except Exception:
                 log.exception("live hub failed; retrying")
                 self._stop.wait(1.0)

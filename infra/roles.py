@@ -17,11 +17,13 @@ from api.app import create_app
 from api.auth import TokenIssuer
 from api.deps import Services
 from api.live import LiveHub
+from api.readwait import ReadWaiter
 from api.signing import UrlSigner
 from commands.context import SYSTEM, Context
 from commands.errors import Conflict
 from commands.messages import CreateUser
 from infra.bootstrap import System
+from infra.db import conninfo
 from infra.leases import LeaseStore, reap
 from infra.relay import OutboxRelay
 from infra.secrets import secret_key
@@ -47,6 +49,7 @@ def api_app(system: System) -> FastAPI:
     if s.kafka_bootstrap_servers:
         services.broker_check = broker_check(s.kafka_bootstrap_servers)
     waiter = system.store_waiter()
+    services.reads = ReadWaiter(conninfo(system.database_url), system.projector_position)
     services.hub = LiveHub(
         system.platform.recorder,
         system.platform.mapper.to_domain_event,
@@ -54,6 +57,8 @@ def api_app(system: System) -> FastAPI:
         system.projector_position,
         waiter.wait,
         fold=lambda job_id, version: system.platform.repository.get(job_id, version=version).state(),
+        reads=services.reads,  # stopped with the hub
+        max_per_user=s.max_live_per_user,
     )
     return create_app(services, cors_origins=s.cors_origin_list)
 

@@ -481,6 +481,7 @@ class Projector:
                     index_elements=["name"], set_={"position": last, "updated_at": stmt.excluded.updated_at}
                 )
             )
+            conn.execute(select(func.pg_notify("aiorch_projected", str(last))))  # delivered on commit (api/readwait.py)
         return len(notifications)
 
     def _apply_batch(self, conn: Connection, projection: ReadModelProjection, name: str, notifications: Sequence[Any]) -> None:

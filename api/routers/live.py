@@ -5,20 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import time
 from typing import Any
+from uuid import UUID
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+import jwt
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
 
+from api.auth import ALGORITHM
 from api.deps import CurrentUser, Services, ServicesDep, check_token
-from api.live import TICKET_TTL_S, Feed, Subscriber, issue_ticket, redeem_ticket, render
+from api.live import (
+    TICKET_TTL_S,
+    Feed,
+    LiveConnection,
+    Subscriber,
+    issue_ticket,
+    redeem_ticket,
+    render,
+    token_still_valid,
+)
 from api.views import job_json, visible_jobs
 from commands.errors import DomainError
 from projections import tables as t
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["live feed"])
 AUTH_TIMEOUT_S, PING_S = 5.0, 25.0
-BAD_AUTH, FORBIDDEN = 4401, 4403
+BAD_AUTH, FORBIDDEN, TOO_MANY = 4401, 4403, 4429
+MAX_POSITION_DIGITS = 19  # positions are PostgreSQL bigints
 
 
 class Ticket(BaseModel):
@@ -29,63 +46,114 @@ class Ticket(BaseModel):
 
 
 @router.post("/api/ws-ticket/", status_code=201, response_model=Ticket)
-def ws_ticket(services: ServicesDep, user: CurrentUser) -> Ticket:
-    """A single-use ticket (30 s) to open a WebSocket with ``?ticket=``."""
-    return Ticket(ticket=issue_ticket(services.engine, user["id"]), expires_in=TICKET_TTL_S)
+def ws_ticket(request: Request, services: ServicesDep, user: CurrentUser) -> Ticket:
+    """A single-use ticket (30 s) to open a WebSocket with ``?ticket=``; the connection
+    lives as long as the access token that asked for it (expiry, logout, deactivation)."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    claims = services.tokens.decode(token, "access")
+    return Ticket(ticket=issue_ticket(services.engine, user["id"], claims), expires_in=TICKET_TTL_S)
 
 
-async def _authenticate(ws: WebSocket, services: Services) -> tuple[dict[str, Any] | None, int | None]:
-    """(user row, ``after``) from ``?ticket=`` or a first ``{"type": "auth", "token"}`` message."""
-    after = ws.query_params.get("after")
-    ticket = ws.query_params.get("ticket")
+def parse_after(value: Any) -> int | None:
+    """A resume position: a non-negative integer (or its decimal string), None when absent.
+
+    Raises ValueError for anything else (a list, a bool, a negative or huge number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("after must be a non-negative integer")
+    if isinstance(value, int):
+        if 0 <= value < 2**63:
+            return value
+        raise ValueError("after must be a non-negative integer")
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_POSITION_DIGITS:
+        return int(value)
+    raise ValueError("after must be a non-negative integer")
+
+
+async def _authenticate(ws: WebSocket, services: Services) -> tuple[dict[str, Any], int | None, str, float] | None:
+    """``(user row, after, access token, expiry in Unix seconds)`` from ``?ticket=`` or a
+    first ``{"type": "auth", "token", "after"?}`` message; None for bad auth of any kind
+    (unknown ticket, bad JSON, a wrong ``after``...)."""
     try:
+        after = parse_after(ws.query_params.get("after"))
+        ticket = ws.query_params.get("ticket")
         if ticket:
-            user_id = await asyncio.to_thread(redeem_ticket, services.engine, ticket)
-            if user_id is None:
-                return None, None
-            with services.engine.connect() as conn:
-                from sqlalchemy import select
-
-                row = conn.execute(select(t.users).where(t.users.c.id == user_id)).mappings().first()
-            user = dict(row) if row and row["is_active"] else None
+            redeemed = await asyncio.to_thread(redeem_ticket, services.engine, ticket)
+            if redeemed is None or not redeemed[1]:
+                return None
+            token = _token_of(services, redeemed[1])
         else:
             first = json.loads(await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S))
             if not isinstance(first, dict) or first.get("type") != "auth" or not isinstance(first.get("token"), str):
-                return None, None
-            _claims, user = await asyncio.to_thread(check_token, services, first["token"], "access")
-            after = first.get("after", after)
-        return user, int(after) if after is not None else None
-    except (TimeoutError, ValueError, DomainError, WebSocketDisconnect):
-        return None, None
+                return None
+            token = first["token"]
+            if "after" in first:
+                after = parse_after(first["after"])
+        claims, user = await asyncio.to_thread(check_token, services, token, "access")
+        return user, after, token, float(claims["exp"])
+    except (TimeoutError, ValueError, TypeError, KeyError, DomainError, WebSocketDisconnect):
+        return None
+    except Exception:  # e.g. a ticket the database refuses: still bad auth, never a 1006
+        log.warning("WebSocket authentication failed", exc_info=True)
+        return None
+
+
+def _token_of(services: Services, claims: dict[str, Any]) -> str:
+    """The access token with ``claims`` (a ticket keeps its token's claims, not the token)."""
+    return jwt.encode(claims, services.tokens.secret, algorithm=ALGORITHM)
+
+
+def _visible(services: Services, user: dict[str, Any], job_id: str | None) -> bool:
+    from sqlalchemy import select
+
+    try:
+        UUID(str(job_id))
+    except ValueError:
+        return False
+    with services.engine.connect() as conn:
+        return conn.execute(visible_jobs(select(t.jobs.c.id), user).where(t.jobs.c.id == job_id)).first() is not None
 
 
 async def _serve(ws: WebSocket, kind: str, job_id: str | None = None) -> None:
     services: Services = ws.app.state.services
     await ws.accept()
-    user, after = await _authenticate(ws, services)
-    if user is None:
+    auth = await _authenticate(ws, services)
+    if auth is None:
         await ws.close(code=BAD_AUTH)
         return
+    user, after, token, expires_at = auth
     if kind == "events" and user["role"] != "admin":
         await ws.close(code=FORBIDDEN)
         return
-    if kind == "job":
-        from sqlalchemy import select
-
-        with services.engine.connect() as conn:
-            visible = conn.execute(visible_jobs(select(t.jobs.c.id), user).where(t.jobs.c.id == job_id)).first()
-        if visible is None:
-            await ws.close(code=FORBIDDEN)
-            return
-    feed = Feed(kind, user, job_id)
+    if kind == "job" and not await asyncio.to_thread(_visible, services, user, job_id):
+        await ws.close(code=FORBIDDEN)
+        return
     hub = services.hub
-    sub = Subscriber(feed, asyncio.get_running_loop(), asyncio.Queue(maxsize=hub.queue_size))
-    upto = hub.subscribe(sub)
+    loop = asyncio.get_running_loop()
+    serving = asyncio.current_task()
+
+    def on_revoke() -> None:
+        if serving is not None:
+            serving.cancel()
+
+    connection = LiveConnection(str(user["id"]), lambda: token_still_valid(services, token), loop, on_revoke)
+    if not hub.open(connection):
+        await ws.close(code=TOO_MANY, reason="too many live connections")
+        return
+    expiry = loop.call_later(max(0.0, expires_at - time.time()), connection.revoke)
+    feed = Feed(kind, user, job_id)
+    sub = Subscriber(feed, loop, asyncio.Queue(maxsize=hub.queue_size))
+    try:
+        upto = hub.subscribe(sub)
+    except BaseException:
+        expiry.cancel()
+        hub.close(connection)
+        raise
     metrics = getattr(ws.app.state, "metrics", None)
     if metrics is not None:
         metrics.ws_connections += 1
     delivered = after or 0
-    serving = asyncio.current_task()
 
     async def watch_client() -> None:
         """Cancel the sender as soon as the client goes away."""
@@ -120,9 +188,15 @@ async def _serve(ws: WebSocket, kind: str, job_id: str | None = None) -> None:
                 return
             await send(message)
     except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
-        pass
+        if connection.revoked:  # token expired, session revoked or user deactivated
+            if serving is not None:
+                serving.uncancel()
+            with contextlib.suppress(Exception):
+                await ws.close(code=BAD_AUTH, reason="the token expired or was revoked")
     finally:
+        expiry.cancel()
         hub.unsubscribe(sub)
+        hub.close(connection)
         watcher.cancel()
         if metrics is not None:
             metrics.ws_connections -= 1
