@@ -15,8 +15,8 @@ Two moments (the caller picks with ``resolve``):
   up: DNS answers change, so they are judged when used);
 - at request time (``resolve=True``): every address the name resolves to, through an
   injectable ``resolver`` (default :func:`system_resolver`); one forbidden address refuses
-  the whole name. The caller should then connect to one of the returned addresses (pin
-  it), so that a second lookup cannot swap in another one.
+  the whole name. The caller then connects to one of the returned addresses
+  (:func:`pin_url`), so that a second lookup cannot swap in another one (DNS rebinding).
 
 ``allowed_networks`` (CIDRs, e.g. ``AIORCH_PROVIDER_ALLOWED_NETWORKS``) admits addresses in
 those networks although they are not public (a LAN model server); ``allow_private=True``
@@ -34,7 +34,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from commands.errors import InvalidCommand
 
@@ -45,10 +45,12 @@ __all__ = [
     "Network",
     "OutboundRefused",
     "OutboundTarget",
+    "PinnedRequest",
     "Resolver",
     "address_refusal",
     "check_url",
     "parse_networks",
+    "pin_url",
     "resolve_host",
     "system_resolver",
 ]
@@ -357,3 +359,48 @@ def check_url(
         _refuse_name(field, host, allowed, allow_private)
         addresses = ()
     return OutboundTarget(url=url, scheme=scheme, host=host, port=port, literal=literal is not None, addresses=addresses)
+
+
+@dataclass(frozen=True)
+class PinnedRequest:
+    """How to send a request to a checked address while speaking to the host by name.
+
+    Attributes:
+        url: the URL with its host replaced by the address (``http://93.184.216.34:8080/v1/x``).
+        host_header: the ``Host`` header: the host as checked, with the port when explicit.
+        server_hostname: the TLS server name (SNI, and the name the certificate must carry)
+            for https to a host name; None for http or a literal address.
+    """
+
+    url: str
+    host_header: str
+    server_hostname: str | None
+
+
+def pin_url(target: OutboundTarget, address: str, url: str | None = None) -> PinnedRequest:
+    """Pin a request for ``target`` (or for ``url``, a URL on the same scheme, host and port,
+    such as ``base_url`` + an endpoint) to ``address``, one of ``target.addresses``.
+
+    With httpx: ``client.build_request(method, p.url, headers={"Host": p.host_header},
+    extensions={"sni_hostname": p.server_hostname} if p.server_hostname else {})``; no
+    environment proxy (``trust_env=False``) and no redirects.
+
+    Raises:
+        ValueError: ``address`` is not one of the checked addresses, or ``url`` is not on
+            the target's scheme, host and port.
+    """
+    if address not in target.addresses:
+        raise ValueError(f"{address} is not a checked address of {target.host}")
+    parts = urlsplit(url if url is not None else target.url)
+    same_port = (parts.port or _SCHEMES.get(parts.scheme.lower(), 0)) == target.port
+    if parts.scheme.lower() != target.scheme or not same_port or _normalise_host("url", parts.hostname or "")[0] != target.host:
+        raise ValueError("the URL is not on the checked target's scheme, host and port")
+    explicit_port = parts.port is not None
+
+    def netloc(host: str) -> str:
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{target.port}" if explicit_port else shown
+
+    pinned = urlunsplit((target.scheme, netloc(address), parts.path, parts.query, ""))
+    server_name = target.host if target.scheme == "https" and not target.literal else None
+    return PinnedRequest(url=pinned, host_header=netloc(target.host), server_hostname=server_name)

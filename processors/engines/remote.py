@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import httpx
 import tenacity
 
-from commands.outbound import Network, OutboundRefused, Resolver, check_url, parse_networks, resolve_host
+from commands.outbound import Network, OutboundRefused, PinnedRequest, Resolver, check_url, parse_networks, pin_url
 
 from .base import (
     Engine,
@@ -709,33 +709,29 @@ class OpenAICompatibleEngine(Engine):
     ) -> _Answer:
         """Resolve and check the host, then send ``call`` to one checked address (attempt
         ``number`` takes the next address in turn) and read the answer."""
-        url = httpx.URL(self.base_url + call.path)
-        address = await self._checked_address(url, number)
-        headers = {"Accept": call.accept, "Host": url.netloc.decode("ascii")}
+        pinned = await self._pinned(self.base_url + call.path, number)
+        headers = {"Accept": call.accept, "Host": pinned.host_header}
         extensions: dict[str, Any] = {"trace": trace}
-        if url.scheme == "https":
-            extensions["sni_hostname"] = url.raw_host.decode("ascii")  # TLS names and verifies the host, not the address
-        pinned = url.copy_with(host=address)
+        if pinned.server_hostname:  # TLS names and verifies the host, not the address
+            extensions["sni_hostname"] = pinned.server_hostname
         request = client.build_request(
-            "POST", pinned, json=call.json_body, data=call.form, files=files, headers=headers, extensions=extensions
+            "POST", pinned.url, json=call.json_body, data=call.form, files=files, headers=headers, extensions=extensions
         )
         return await self._exchange(client, request, call)
 
-    async def _checked_address(self, url: httpx.URL, number: int) -> str:
-        """One address of ``url``'s host that the outbound guard admits.
+    async def _pinned(self, url: str, number: int) -> PinnedRequest:
+        """``url`` pinned to an address of its host that the outbound guard admits.
 
         Raises:
             EngineError: the host is refused (a forbidden address, a metadata name); no
                 request is sent.
             _Transient: the name does not resolve now.
         """
-        host = url.raw_host.decode("ascii")
-        port = url.port or (443 if url.scheme == "https" else 80)
         loop = asyncio.get_running_loop()
         try:
-            addresses = await loop.run_in_executor(
+            target = await loop.run_in_executor(
                 _RESOLVERS,
-                lambda: resolve_host(host, port, allowed_networks=self.allowed_networks, resolver=self.resolver),
+                lambda: check_url(url, allowed_networks=self.allowed_networks, resolve=True, resolver=self.resolver),
             )
         except OutboundRefused as exc:
             log.warning("%s: request refused by the outbound guard: base_url %s", self._label, exc.reason)
@@ -744,8 +740,8 @@ class OpenAICompatibleEngine(Engine):
                 detail=f"base_url {exc.reason}",
             ) from None
         except OSError as exc:
-            raise _Transient(f"cannot resolve {host} ({type(exc).__name__})") from None
-        return addresses[(number - 1) % len(addresses)]
+            raise _Transient(f"cannot resolve {self.host} ({type(exc).__name__})") from None
+        return pin_url(target, target.addresses[(number - 1) % len(target.addresses)], url)
 
     async def _exchange(self, client: httpx.AsyncClient, request: httpx.Request, call: _Call) -> _Answer:
         """Send ``request`` and read the answer as a stream: a 2xx body up to its cap
@@ -863,8 +859,8 @@ class OpenAICompatibleEngine(Engine):
         if message is not None and not isinstance(message, str):
             message = json.dumps(message, ensure_ascii=False)[:500]
         if not message:
-            message = " ".join(text.split())[:300] or "no details"
-        return self._redact(str(message)[:1000]), code
+            message = text[:300] or "no details"
+        return self._redact(" ".join(str(message).split())[:1000]), code
 
     def _json_object(self, answer: _Answer) -> dict[str, Any]:
         """The answer's body as a JSON object.

@@ -215,3 +215,23 @@ def test_parse_networks() -> None:
         parse_networks(["10.0.0.0/33"])
     with pytest.raises(ValueError):
         check_url("http://8.8.8.8/", allowed_networks=["not a network"])
+
+
+def test_pin_url_sends_to_the_checked_address_and_speaks_to_the_name() -> None:
+    from commands.outbound import pin_url
+
+    target = check_url("https://Models.Example.org:8443/v1", resolve=True, resolver=fixed("93.184.216.34", "2606:2800::1"))
+    pinned = pin_url(target, "93.184.216.34", "https://models.example.org:8443/v1/chat/completions?x=1")
+    assert pinned.url == "https://93.184.216.34:8443/v1/chat/completions?x=1"
+    assert (pinned.host_header, pinned.server_hostname) == ("models.example.org:8443", "models.example.org")
+    assert pin_url(target, "2606:2800::1").url == "https://[2606:2800::1]:8443/v1"
+
+    plain = check_url("http://[2606:2800::1]/v1", resolver=never)
+    assert pin_url(plain, "2606:2800::1") == pin_url(plain, "2606:2800::1", "http://[2606:2800::1]/v1")
+    assert pin_url(plain, "2606:2800::1").server_hostname is None  # http, and a literal address: no TLS name
+    with pytest.raises(ValueError, match="not a checked address"):
+        pin_url(target, "127.0.0.1")
+    with pytest.raises(ValueError, match="scheme, host and port"):
+        pin_url(target, "93.184.216.34", "https://elsewhere.example.org:8443/v1")
+    with pytest.raises(ValueError, match="scheme, host and port"):
+        pin_url(target, "93.184.216.34", "http://models.example.org:8443/v1")
