@@ -542,7 +542,9 @@ class OpenAICompatibleEngine(Engine):
         usage = data.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
             ctx.log_safe("info", f"{self._label} used {usage.get('total_tokens')} tokens for a story of {words} words")
-        model = data.get("model") if isinstance(data.get("model"), str) and data.get("model") else self.model
+        answered = data.get("model")
+        # the provider's text, bounded before it is stored
+        model = " ".join(answered.split())[:200] if isinstance(answered, str) and answered.strip() else self.model
         meta: dict[str, Any] = {"text": story, "words": words, "seed": seed, "model": model, "length": length}
         story_path = work_dir / "story.txt"
         with atomic_output(story_path, "w", encoding="utf-8") as handle:
