@@ -23,6 +23,7 @@ from commands.messages import (
     UpdateAgent,
     UpdateProvider,
 )
+from commands.outbound import Network, check_url
 from commands.permissions import require_admin, require_owner, require_writer
 from commands.setting import Setting
 from commands.setting_keys import LIMIT_KEYS, check_key, validate_setting
@@ -73,6 +74,9 @@ def _limit_keys_by_admins(key: str, user_id: str | None, ctx: Context) -> None:
 class ConfigHandlers(ServiceBase):
     """Settings (global: admins; per user: the user or admins), agents (their owners and
     admins) and providers (admins)."""
+
+    #: CIDRs where providers may live although not public (``AIORCH_PROVIDER_ALLOWED_NETWORKS``)
+    provider_allowed_networks: tuple[Network, ...] = ()
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -201,8 +205,8 @@ class ConfigHandlers(ServiceBase):
     def _provider_fields(self, kind: str | None, base_url: str | None) -> None:
         if kind is not None and kind not in PROVIDER_KINDS:
             raise invalid("kind", f"must be one of {', '.join(PROVIDER_KINDS)}")
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise invalid("base_url", "must be an http(s) URL")
+        if base_url is not None:  # syntax and literal addresses; names are checked per request
+            check_url(base_url, field="base_url", allowed_networks=self.provider_allowed_networks)
 
     def create_provider(self, cmd: CreateProvider, ctx: Context) -> tuple[UUID, Position]:
         """Register a provider (admins); the API key is encrypted before it is stored."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from commands.outbound import parse_networks
 from commands.service import Platform
 from commands.setting_keys import DEFAULTS
 from infra.blobs import LocalBlobStore
@@ -161,6 +162,7 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     platform.open_job_ids = lambda project_id: queries.open_job_ids(engine, project_id)
     platform.encrypt = lambda text: cipher.encrypt(text.encode()).decode()
     platform.refuse_parameters = refuse_parameters
+    platform.provider_allowed_networks = parse_networks(settings.provider_allowed_network_list)
     platform.retry_policy = lambda job_type: (
         int(settings.max_attempts.get(job_type, settings.max_attempts.get("default", 3))),
         settings.retry_backoff_s,

@@ -96,6 +96,7 @@ def remote_engines(system: System) -> Callable[[Any], Any]:
                     "name": provider.name,
                     "enabled": True,
                     "model": agent.configuration.get("model"),
+                    "allowed_networks": system.settings.provider_allowed_network_list,
                 },
             )
         return cache[key]

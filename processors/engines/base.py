@@ -38,14 +38,19 @@ class EngineError(Exception):
     Attributes:
         code: stable machine-readable error code (class attribute), ``"engine_error"``
             for this base class.
-        message: human-readable explanation, also ``str(exc)``.
+        message: human-readable explanation, also ``str(exc)``; it becomes the job's
+            error, which the owner and every viewer read, so it never quotes a remote
+            party (a provider's answer).
+        detail: what the remote party said, for the processor's log only (None when
+            there is nothing more to say); never stored in an event.
     """
 
     code: ClassVar[str] = "engine_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
 
     def to_dict(self) -> dict[str, str]:
         """Return ``{"code": ..., "message": ...}`` for job-failure events."""

@@ -38,6 +38,7 @@ __all__ = [
     "decode_audio",
     "ffmpeg_exe",
     "ffmpeg_status",
+    "guard_inputs",
     "input_path",
     "max_input_duration",
     "probe_media",
@@ -52,6 +53,16 @@ FFMPEG_ENV = "AIORCH_FFMPEG"
 
 MAX_DURATION_PARAM = "_max_input_duration_s"
 """Job parameter (set by the platform, not the user): longest accepted media input, in s."""
+
+PROTOCOL_WHITELIST = "file,pipe"
+"""The only protocols ffmpeg and PyAV may open for an input (and for anything an input
+refers to: playlist entries, concat lists, ...): untrusted media never makes the processor
+fetch a URL."""
+
+PLAYLIST_FORMATS = frozenset(
+    {"hls", "applehttp", "dash", "concat", "ffconcat", "tee", "sdp", "rtsp", "rtp", "image2", "ffmetadata"}
+)
+"""Demuxers whose "media" is a list of other files or URLs: refused as input."""
 
 _POLL_SECONDS = 0.1
 _FFMPEG_HINT = "pip install 'imageio-ffmpeg==0.8.1' (static ffmpeg), apt-get install ffmpeg, or set AIORCH_FFMPEG"
@@ -98,6 +109,23 @@ def ffmpeg_status() -> tuple[str | None, list[str]]:
     if system:
         return system, []
     return None, [f"ffmpeg is not installed: {_FFMPEG_HINT}"]
+
+
+def guard_inputs(args: Sequence[str]) -> list[str]:
+    """``args`` with ``-protocol_whitelist file,pipe`` before every ``-i`` (the option is
+    per input in ffmpeg, so each input needs its own); an input already preceded by a
+    whitelist keeps it."""
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        if arg == "-i" and not (index >= 2 and args[index - 2] == "-protocol_whitelist"):
+            out += ["-protocol_whitelist", PROTOCOL_WHITELIST]
+        out.append(arg)
+    return out
+
+
+def av_options() -> dict[str, str]:
+    """Container options for ``av.open`` of an untrusted input (the protocol whitelist)."""
+    return {"protocol_whitelist": PROTOCOL_WHITELIST}
 
 
 def ffmpeg_exe() -> str:
@@ -193,7 +221,9 @@ def probe_media(path: Path, field: str) -> MediaInfo:
     import av
 
     try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        with av.open(str(path), mode="r", metadata_errors="ignore", container_options=av_options()) as container:
+            if PLAYLIST_FORMATS.intersection(container.format.name.split(",")):
+                raise InvalidInput(f"input file {path.name!r} ({field}) is a playlist or list of files, not audio or video")
             audio = list(container.streams.audio)
             video = [
                 s
@@ -325,14 +355,18 @@ def last_line(stderr: str, limit: int = 300) -> str:
 
 
 def run_ffmpeg(args: Sequence[str], ctx: EngineContext, *, what: str, timeout: float = 3600.0) -> None:
-    """Run ``ffmpeg -nostdin -y -hide_banner -loglevel error <args>`` with checkpoints.
+    """Run ``ffmpeg -nostdin -y -hide_banner -loglevel error <args>`` with checkpoints,
+    every input restricted to the ``file`` and ``pipe`` protocols (:func:`guard_inputs`).
 
     Raises:
         EngineError: ffmpeg failed (message has the step ``what`` and ffmpeg's last line).
         JobCancelled: cancelled while it ran.
     """
     status, _out, stderr = run_process(
-        [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", *args], ctx, what="ffmpeg", timeout=timeout
+        [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", *guard_inputs(args)],
+        ctx,
+        what="ffmpeg",
+        timeout=timeout,
     )
     if status != 0:
         raise EngineError(f"ffmpeg failed to {what}: {last_line(stderr)}")
@@ -441,6 +475,8 @@ def decode_audio(path: Path, ctx: EngineContext, sample_rate: int, *, field: str
                 "-hide_banner",
                 "-loglevel",
                 "error",
+                "-protocol_whitelist",
+                PROTOCOL_WHITELIST,
                 "-i",
                 str(path),
                 "-vn",

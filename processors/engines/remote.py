@@ -15,18 +15,31 @@ from __future__ import annotations
 # configuration errors fail it with EngineError (not retryable), and requests the
 # provider rejects (400/413/415/422) with InvalidInput.  The API key is only ever sent in
 # the Authorization header; it is redacted from every message this module produces.
+#
+# Outbound guard (commands.outbound, API.md "Outbound addresses"): before each attempt the
+# host of base_url is resolved (an injectable resolver) and every address checked; a
+# forbidden one fails the job with no request sent.  The request then goes to the checked
+# address itself (the URL carries the address, the Host header and TLS SNI/certificate
+# check carry the name), so DNS cannot answer differently between check and connect.
+# Redirects are not followed, environment proxies are not used.  Answers are streamed with
+# a size cap (JSON MAX_JSON_BYTES, audio MAX_AUDIO_BYTES straight to a file, error bodies
+# MAX_ERROR_BYTES), and what a provider says is never quoted in a job's error or logs (the
+# owner and viewers read them): those carry the status and a fixed phrase; the provider's
+# words go to the processor's log (and EngineError.detail).
 import asyncio
 import contextlib
 import email.utils
+import http
 import importlib.util
 import io
 import json
+import logging
 import math
 import mimetypes
 import random
 import re
 import wave
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +49,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import tenacity
+
+from commands.outbound import Network, OutboundRefused, PinnedRequest, Resolver, check_url, parse_networks, pin_url
 
 from .base import (
     Engine,
@@ -71,8 +86,19 @@ DEFAULT_MODELS: dict[str, str] = {"stt": "whisper-1", "tts": "tts-1", "ai_storie
 DEFAULT_VOICE = "alloy"
 """TTS voice asked for when the job has no ``voice`` parameter."""
 
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
-"""Largest answer body accepted (bytes); a larger one fails the job with EngineError."""
+MAX_JSON_BYTES = 4 * 1024 * 1024
+"""Largest JSON (or text) answer accepted, in bytes; a larger one fails the job with EngineError."""
+
+MAX_AUDIO_BYTES = 64 * 1024 * 1024
+"""Largest audio answer accepted, in bytes (about 23 min of 24 kHz 16-bit mono); it is
+streamed to a file in the work folder, never held in memory."""
+
+MAX_ERROR_BYTES = 64 * 1024
+"""Bytes of an error answer read (the rest is dropped with the connection)."""
+
+log = logging.getLogger(__name__)
+_RESOLVERS = ThreadPoolExecutor(4, thread_name_prefix="remote-resolve")
+_CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9][a-z0-9.+-]{0,63}$")
 
 _POLL_S = 0.1
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
@@ -118,8 +144,8 @@ class RemoteEngineError(EngineError):
     code: ClassVar[str] = "engine_error"
     retryable: ClassVar[bool] = True
 
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0, detail: str | None = None) -> None:
+        super().__init__(message, detail=detail)
         self.status = status
         self.attempts = attempts
 
@@ -127,11 +153,14 @@ class RemoteEngineError(EngineError):
 class _Transient(Exception):
     """One attempt failed in a way worth retrying (internal to this module)."""
 
-    def __init__(self, summary: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, summary: str, *, status: int | None = None, retry_after: float | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(summary)
         self.summary = summary
         self.status = status
         self.retry_after = retry_after
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -144,20 +173,34 @@ class _Call:
     form: dict[str, str] | None = None
     upload: Path | None = None
     accept: str = "application/json"
+    spool: Path | None = None
+    """Where a successful answer's body is streamed (audio, up to MAX_AUDIO_BYTES); None
+    keeps it in memory (JSON, up to MAX_JSON_BYTES)."""
 
 
 @dataclass
 class _Answer:
-    """A provider's answer: HTTP status, headers and the whole body."""
+    """A provider's answer: HTTP status, headers and the body (in ``body``, or in the file
+    ``spool`` for a spooled successful answer)."""
 
     status: int
-    reason: str
     headers: httpx.Headers
     body: bytes
+    spool: Path | None = None
     content_type: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.content_type = self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        raw = self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        self.content_type = raw if _CONTENT_TYPE_RE.match(raw) else ("unrecognised" if raw else "")
+
+    @property
+    def phrase(self) -> str:
+        """``"HTTP 503 Service Unavailable"``: the status and its standard phrase (never the
+        provider's own reason text)."""
+        try:
+            return f"HTTP {self.status} {http.HTTPStatus(self.status).phrase}"
+        except ValueError:
+            return f"HTTP {self.status}"
 
 
 def whisper_language_code(value: Any) -> str | None:
@@ -263,6 +306,8 @@ class OpenAICompatibleEngine(Engine):
         backoff_s: float = 0.5,
         backoff_cap_s: float = 8.0,
         provider_name: str | None = None,
+        allowed_networks: Iterable[str | Network] = (),
+        resolver: Resolver | None = None,
     ) -> None:
         """Configure the engine (no network access here).
 
@@ -281,6 +326,14 @@ class OpenAICompatibleEngine(Engine):
                 random 0..``backoff_s`` jitter, capped at ``backoff_cap_s``; a
                 ``Retry-After`` answer replaces it (also capped at ``backoff_cap_s``).
             provider_name: how messages name the provider (default: its host).
+            allowed_networks: CIDRs the provider may live in although they are not public
+                (``AIORCH_PROVIDER_ALLOWED_NETWORKS``); every other non-public address is
+                refused before each request (see :mod:`commands.outbound`).
+            resolver: ``resolver(host, port) -> addresses`` used before each request
+                (default ``socket.getaddrinfo``); tests inject one.
+
+        Raises:
+            ValueError: a bad tuning value, or an allowed network that is not a CIDR.
         """
         if timeout_s <= 0 or max_retries < 0 or backoff_s < 0 or backoff_cap_s < 0:
             raise ValueError("timeout_s must be > 0 and max_retries, backoff_s, backoff_cap_s >= 0")
@@ -293,6 +346,8 @@ class OpenAICompatibleEngine(Engine):
         self.backoff_s = float(backoff_s)
         self.backoff_cap_s = float(backoff_cap_s)
         self._config_error: str | None = None
+        self.allowed_networks = parse_networks(allowed_networks)
+        self.resolver = resolver
         parts = urlsplit(self.base_url)
         host = ""
         try:
@@ -303,6 +358,11 @@ class OpenAICompatibleEngine(Engine):
             host = ""
         if parts.scheme not in ("http", "https") or not host:
             self._config_error = f"provider base_url {self._display_url(self.base_url)!r} is not an http(s) URL with a host"
+        else:
+            try:
+                check_url(self.base_url, allowed_networks=self.allowed_networks)
+            except OutboundRefused as exc:
+                self._config_error = f"provider base_url is refused: it {exc.reason}"
         self.host = host or "invalid-url"
         self.name = f"openai-compatible:{self.host}"  # type: ignore[misc]  # per instance, like type
         self.provider_name = provider_name or self.host
@@ -395,10 +455,14 @@ class OpenAICompatibleEngine(Engine):
         if not isinstance(language, str) or not _LANG_RE.match(language.strip()):
             raise InvalidInput(f"parameter 'language' must be a language code like 'en' or 'es-ES', got {language!r}")
         body = {"model": self.model, "input": text, "voice": voice.strip(), "response_format": "wav"}
-        answer = self._post(ctx, _Call("/audio/speech", json_body=body, accept="audio/wav"))
+        spool = work_dir / ".speech.download"
+        answer = self._post(ctx, _Call("/audio/speech", json_body=body, accept="audio/wav", spool=spool))
         ctx.progress(90, "writing result")
         target = work_dir / "speech.wav"
-        frames, rate = self._save_wav(answer, target)
+        try:
+            frames, rate = self._save_wav(answer, target)
+        finally:
+            spool.unlink(missing_ok=True)
         duration = frames / rate
         ctx.log_safe("info", f"{self._label} spoke {len(text)} characters: {duration:.1f} s of speech at {rate} Hz")
         ctx.progress(100, "writing result")
@@ -410,36 +474,44 @@ class OpenAICompatibleEngine(Engine):
         return EngineResult(files=[target], meta=meta)
 
     def _save_wav(self, answer: _Answer, target: Path) -> tuple[int, int]:
-        """Check that the body is a PCM WAV with audio and write it to ``target`` with a
-        consistent header (streamed WAVs often carry 0xFFFFFFFF sizes).  Returns
-        ``(frames, sample_rate)``.
+        """Check that the answer (spooled to a file) is a PCM WAV with audio and copy its
+        frames to ``target`` with a consistent header (streamed WAVs often carry
+        0xFFFFFFFF sizes), a block at a time.  Returns ``(frames, sample_rate)``.
 
         Raises:
             EngineError: not a readable PCM WAV, or no audio frames.
         """
         what = f"{self._label} answered audio that is not a PCM WAV file (content-type {answer.content_type or 'none'})"
+        source = answer.spool
+        frames = 0
         try:
-            with wave.open(io.BytesIO(answer.body), "rb") as reader:
+            with (
+                open(source, "rb") if source is not None else io.BytesIO(answer.body) as raw,
+                wave.open(raw, "rb") as reader,
+            ):
                 params = reader.getparams()
-                chunks: list[bytes] = []
-                while True:
-                    chunk = reader.readframes(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
+                frame_bytes = params.nchannels * params.sampwidth
+                if frame_bytes <= 0 or params.framerate <= 0:
+                    raise EngineError(f"{self._label} answered a WAV file without audio")
+                with atomic_output(target, "wb") as handle, wave.open(handle, "wb") as writer:
+                    writer.setnchannels(params.nchannels)
+                    writer.setsampwidth(params.sampwidth)
+                    writer.setframerate(params.framerate)
+                    carry = b""
+                    while True:
+                        chunk = reader.readframes(65536)
+                        if not chunk:
+                            break
+                        chunk = carry + chunk
+                        whole = len(chunk) - len(chunk) % frame_bytes
+                        carry = chunk[whole:]
+                        writer.writeframes(chunk[:whole])
+                        frames += whole // frame_bytes
+                    if frames == 0:
+                        raise EngineError(f"{self._label} answered a WAV file without audio")
         except (wave.Error, EOFError) as exc:
-            raise EngineError(self._redact(f"{what}: {exc}")) from None
-        frame_bytes = params.nchannels * params.sampwidth
-        pcm = b"".join(chunks)
-        pcm = pcm[: len(pcm) - len(pcm) % frame_bytes] if frame_bytes else b""
-        frames = len(pcm) // frame_bytes if frame_bytes else 0
-        if frames == 0 or params.framerate <= 0:
-            raise EngineError(f"{self._label} answered a WAV file without audio")
-        with atomic_output(target, "wb") as handle, wave.open(handle, "wb") as writer:
-            writer.setnchannels(params.nchannels)
-            writer.setsampwidth(params.sampwidth)
-            writer.setframerate(params.framerate)
-            writer.writeframes(pcm)
+            log.warning("%s: unreadable WAV answer: %s", self._label, exc)
+            raise EngineError(what, detail=str(exc)) from None
         return frames, params.framerate
 
     # -- ai_stories ----------------------------------------------------------------------
@@ -468,9 +540,11 @@ class OpenAICompatibleEngine(Engine):
         if words < 0.75 * length:
             ctx.log_safe("warning", f"the provider stopped at {words} words, short of the {length} asked for")
         usage = data.get("usage")
-        if isinstance(usage, dict) and usage.get("total_tokens") is not None:
+        if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
             ctx.log_safe("info", f"{self._label} used {usage.get('total_tokens')} tokens for a story of {words} words")
-        model = data.get("model") if isinstance(data.get("model"), str) and data.get("model") else self.model
+        answered = data.get("model")
+        # the provider's text, bounded before it is stored
+        model = " ".join(answered.split())[:200] if isinstance(answered, str) and answered.strip() else self.model
         meta: dict[str, Any] = {"text": story, "words": words, "seed": seed, "model": model, "length": length}
         story_path = work_dir / "story.txt"
         with atomic_output(story_path, "w", encoding="utf-8") as handle:
@@ -484,7 +558,8 @@ class OpenAICompatibleEngine(Engine):
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is None:
             raise EngineError(f"{self._label} answered a chat completion without choices")
-        finish = choice.get("finish_reason")
+        raw_finish = choice.get("finish_reason")
+        finish = raw_finish if isinstance(raw_finish, str) and re.fullmatch(r"[a-z_]{1,40}", raw_finish) else None
         message = choice.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
@@ -557,13 +632,15 @@ class OpenAICompatibleEngine(Engine):
             sleep=sleep,
             reraise=True,
         )
-        async with httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=False) as client:
+        # trust_env=False: no proxy from the environment, so the connection goes to the
+        # address that was checked (a proxy would resolve the name itself)
+        async with httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=False, trust_env=False) as client:
             try:
                 async for attempt in retrying:
                     with attempt:
                         attempts += 1
                         progress(5, "uploading")
-                        return await self._attempt(client, ctx, call, trace)
+                        return await self._attempt(client, ctx, call, trace, attempts)
             except _Transient as exc:
                 elapsed = loop.time() - started
                 raise RemoteEngineError(
@@ -573,6 +650,7 @@ class OpenAICompatibleEngine(Engine):
                     ),
                     status=exc.status,
                     attempts=attempts,
+                    detail=exc.detail,
                 ) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
@@ -591,54 +669,121 @@ class OpenAICompatibleEngine(Engine):
         ctx: EngineContext,
         call: _Call,
         trace: Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]],
+        number: int,
     ) -> _Answer:
-        """One request, polled every 0.1 s for cancellation and bounded by ``timeout_s``.
+        """Attempt ``number`` (1-based): check the address, send one request, polled every
+        0.1 s for cancellation and bounded by ``timeout_s``.
 
         Raises:
-            _Transient: timeout, connection failure or a transient HTTP status.
-            JobCancelled / EngineError / InvalidInput: see :meth:`_check`.
+            _Transient: timeout, connection or name-resolution failure, or a transient HTTP status.
+            JobCancelled / EngineError / InvalidInput: see :meth:`_check`; EngineError also
+                when the address is refused (nothing is sent) or the answer is too large.
         """
-        url = self.base_url + call.path
         handle = call.upload.open("rb") if call.upload is not None else None
         try:
             files = None
             if handle is not None and call.upload is not None:
                 mime = mimetypes.guess_type(call.upload.name)[0] or "application/octet-stream"
                 files = {"file": (call.upload.name, handle, mime)}
-            request = client.build_request(
-                "POST",
-                url,
-                json=call.json_body,
-                data=call.form,
-                files=files,
-                headers={"Accept": call.accept},
-                extensions={"trace": trace},
-            )
-            task = asyncio.ensure_future(self._exchange(client, request))
+            task = asyncio.ensure_future(self._send(client, call, files, trace, number))
             answer = await self._await_polling(ctx, task)
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
-            raise EngineError(self._redact(f"{self._label}: cannot send the request: {type(exc).__name__}: {exc}")) from None
+            log.warning("%s: cannot send the request: %s", self._label, self._redact(f"{type(exc).__name__}: {exc}"))
+            raise EngineError(f"{self._label}: cannot send the request ({type(exc).__name__})") from None
         except httpx.TimeoutException as exc:
             raise _Transient(f"no answer within {self.timeout_s:g} s ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise _Transient(f"connection failed: {type(exc).__name__}: {exc or 'no details'}") from None
+            detail = self._redact(f"{type(exc).__name__}: {exc or 'no details'}")
+            log.warning("%s: connection failed: %s", self._label, detail)
+            raise _Transient(f"connection failed ({type(exc).__name__})", detail=detail) from None
         finally:
             if handle is not None:
                 handle.close()
         return self._check(answer)
 
-    async def _exchange(self, client: httpx.AsyncClient, request: httpx.Request) -> _Answer:
-        """Send ``request`` and read the whole answer (at most MAX_RESPONSE_BYTES)."""
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        call: _Call,
+        files: dict[str, Any] | None,
+        trace: Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]],
+        number: int,
+    ) -> _Answer:
+        """Resolve and check the host, then send ``call`` to one checked address (attempt
+        ``number`` takes the next address in turn) and read the answer."""
+        pinned = await self._pinned(self.base_url + call.path, number)
+        headers = {"Accept": call.accept, "Host": pinned.host_header}
+        extensions: dict[str, Any] = {"trace": trace}
+        if pinned.server_hostname:  # TLS names and verifies the host, not the address
+            extensions["sni_hostname"] = pinned.server_hostname
+        request = client.build_request(
+            "POST", pinned.url, json=call.json_body, data=call.form, files=files, headers=headers, extensions=extensions
+        )
+        return await self._exchange(client, request, call)
+
+    async def _pinned(self, url: str, number: int) -> PinnedRequest:
+        """``url`` pinned to an address of its host that the outbound guard admits.
+
+        Raises:
+            EngineError: the host is refused (a forbidden address, a metadata name); no
+                request is sent.
+            _Transient: the name does not resolve now.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            target = await loop.run_in_executor(
+                _RESOLVERS,
+                lambda: check_url(url, allowed_networks=self.allowed_networks, resolve=True, resolver=self.resolver),
+            )
+        except OutboundRefused as exc:
+            log.warning("%s: request refused by the outbound guard: base_url %s", self._label, exc.reason)
+            raise EngineError(
+                f"{self._label}: the provider's address is not allowed (not a public address); no request was sent",
+                detail=f"base_url {exc.reason}",
+            ) from None
+        except OSError as exc:
+            raise _Transient(f"cannot resolve {self.host} ({type(exc).__name__})") from None
+        return pin_url(target, target.addresses[(number - 1) % len(target.addresses)], url)
+
+    async def _exchange(self, client: httpx.AsyncClient, request: httpx.Request, call: _Call) -> _Answer:
+        """Send ``request`` and read the answer as a stream: a 2xx body up to its cap
+        (MAX_AUDIO_BYTES into ``call.spool``, else MAX_JSON_BYTES in memory; a larger one,
+        announced or not, fails at once), an error body up to MAX_ERROR_BYTES (the rest is
+        dropped with the connection).
+
+        Raises:
+            EngineError: the answer is larger than its cap.
+        """
         response = await client.send(request, stream=True)
         try:
+            ok = 200 <= response.status_code < 300
+            spool = call.spool if ok else None
+            limit = (MAX_AUDIO_BYTES if spool is not None else MAX_JSON_BYTES) if ok else MAX_ERROR_BYTES
+            declared = response.headers.get("content-length", "")
+            if ok and declared.isdigit() and int(declared) > limit:
+                raise self._too_large(limit, f"Content-Length {declared}")
             body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body.extend(chunk)
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise EngineError(f"{self._label} answered more than {MAX_RESPONSE_BYTES} bytes")
+            size = 0
+            with open(spool, "wb") if spool is not None else contextlib.nullcontext() as sink:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        if not ok:  # enough of an error answer to tell what it is
+                            body.extend(chunk[: max(0, limit - len(body))])
+                            break
+                        raise self._too_large(limit, f"more than {limit} bytes")
+                    if sink is not None:
+                        sink.write(chunk)
+                    else:
+                        body.extend(chunk)
         finally:
             await response.aclose()
-        return _Answer(response.status_code, response.reason_phrase, response.headers, bytes(body))
+        return _Answer(response.status_code, response.headers, bytes(body), spool)
+
+    def _too_large(self, limit: int, what: str) -> EngineError:
+        kind = "audio" if limit == MAX_AUDIO_BYTES else "JSON"
+        log.warning("%s: answer refused: %s (limit %d bytes)", self._label, what, limit)
+        return EngineError(f"{self._label} answered more than {limit // (1024 * 1024)} MiB, the limit for {kind} answers")
 
     async def _await_polling(self, ctx: EngineContext, task: asyncio.Future[_Answer]) -> _Answer:
         """Wait for ``task``, checking ``should_stop`` every 0.1 s; cancel it (closing
@@ -662,6 +807,10 @@ class OpenAICompatibleEngine(Engine):
     def _check(self, answer: _Answer) -> _Answer:
         """Return a 2xx answer; map any other status to an error.
 
+        The error's message (the job's error, read by the owner and viewers) gives the
+        status and a fixed phrase only; what the provider said is logged here and kept
+        in ``detail``.
+
         Raises:
             EngineError: 401/403 (credentials), 429 ``insufficient_quota``, redirects,
                 404 and other 4xx (not retryable).
@@ -671,29 +820,29 @@ class OpenAICompatibleEngine(Engine):
         status = answer.status
         if 200 <= status < 300:
             return answer
-        detail, error_code = self._provider_message(answer)
-        summary = f"HTTP {status}" + (f" {answer.reason}" if answer.reason else "") + f": {detail}"
-        if status in (401, 403):
-            raise EngineError(self._redact(f"{self._label} refused the credentials ({summary}); check the provider's API key"))
-        if status == 429 and error_code == "insufficient_quota":
-            raise EngineError(self._redact(f"{self._label} has no quota left ({summary})"))
-        if status in _TRANSIENT_STATUS or status >= 500:
-            raise _Transient(self._redact(summary), status=status, retry_after=_retry_after_seconds(answer.headers))
-        if status in _INVALID_STATUS:
-            raise InvalidInput(self._redact(f"{self._label} rejected the request ({summary})"))
+        said, error_code = self._provider_message(answer)
+        phrase = answer.phrase
         if 300 <= status < 400:
-            location = self._display_url(answer.headers.get("location", ""))
-            raise EngineError(
-                self._redact(
-                    f"{self._label} answered a redirect (HTTP {status} to {location!r}); set base_url to the final address"
-                )
-            )
-        raise EngineError(self._redact(f"{self._label} failed the request ({summary})"))
+            location = self._display_url(answer.headers.get("location", ""))[:300]
+            said = f"redirect to {location!r}"
+        detail = f"{phrase}: {said}"
+        log.warning("%s answered %s", self._label, detail)
+        if status in (401, 403):
+            raise EngineError(f"{self._label} refused the credentials ({phrase}); check the provider's API key", detail=detail)
+        if status == 429 and error_code == "insufficient_quota":
+            raise EngineError(f"{self._label} has no quota left ({phrase})", detail=detail)
+        if status in _TRANSIENT_STATUS or status >= 500:
+            raise _Transient(phrase, status=status, retry_after=_retry_after_seconds(answer.headers), detail=detail)
+        if status in _INVALID_STATUS:
+            raise InvalidInput(f"{self._label} rejected the request ({phrase})", detail=detail)
+        if 300 <= status < 400:
+            raise EngineError(f"{self._label} answered a redirect ({phrase}); set base_url to the final address", detail=detail)
+        raise EngineError(f"{self._label} failed the request ({phrase})", detail=detail)
 
     def _provider_message(self, answer: _Answer) -> tuple[str, str | None]:
-        """``(message, error code)`` from an error answer: OpenAI's ``{"error": {"message",
-        "code"}}``, ``{"error": "..."}``, ``{"detail": ...}``, ``{"message": ...}``, else the
-        start of the body text.  The key is redacted."""
+        """``(message, error code)`` from an error answer, for the processor log only:
+        OpenAI's ``{"error": {"message", "code"}}``, ``{"error": "..."}``, ``{"detail": ...}``,
+        ``{"message": ...}``, else the start of the body text.  The key is redacted."""
         text = answer.body[:4096].decode("utf-8", errors="replace").strip()
         message: Any = None
         code: str | None = None
@@ -704,7 +853,7 @@ class OpenAICompatibleEngine(Engine):
                 if isinstance(error, dict):
                     message = error.get("message")
                     raw_code = error.get("code") or error.get("type")
-                    code = str(raw_code) if raw_code is not None else None
+                    code = str(raw_code)[:100] if raw_code is not None else None
                 elif isinstance(error, str):
                     message = error
                 if message is None:
@@ -712,8 +861,8 @@ class OpenAICompatibleEngine(Engine):
         if message is not None and not isinstance(message, str):
             message = json.dumps(message, ensure_ascii=False)[:500]
         if not message:
-            message = " ".join(text.split())[:300] or "no details"
-        return self._redact(str(message)), code
+            message = text[:300] or "no details"
+        return self._redact(" ".join(str(message).split())[:1000]), code
 
     def _json_object(self, answer: _Answer) -> dict[str, Any]:
         """The answer's body as a JSON object.
@@ -725,11 +874,12 @@ class OpenAICompatibleEngine(Engine):
             data = json.loads(answer.body)
         except ValueError:
             snippet = " ".join(answer.body[:200].decode("utf-8", errors="replace").split())
+            log.warning("%s answered %s with a body that is not JSON: %r", self._label, answer.phrase, self._redact(snippet))
             raise EngineError(
-                self._redact(f"{self._label} answered HTTP {answer.status} with a body that is not JSON: {snippet!r}")
+                f"{self._label} answered {answer.phrase} with a body that is not JSON", detail=self._redact(snippet)
             ) from None
         if not isinstance(data, dict):
-            raise EngineError(f"{self._label} answered HTTP {answer.status} with JSON that is not an object")
+            raise EngineError(f"{self._label} answered {answer.phrase} with JSON that is not an object")
         return data
 
     def _redact(self, text: str) -> str:
@@ -907,8 +1057,8 @@ def build_remote_engine(job_type: str, provider: dict[str, Any]) -> OpenAICompat
             time with InvalidInput, so engines can be built for any job).
         provider: ``{"kind": "openai_compatible", "base_url": str, "api_key": str | None,
             "name": str, "model": str | None, "enabled": bool (default True)}``; the
-            optional ``timeout_s``, ``max_retries``, ``backoff_s`` and ``backoff_cap_s``
-            are passed to the engine.
+            optional ``timeout_s``, ``max_retries``, ``backoff_s``, ``backoff_cap_s``,
+            ``allowed_networks`` (CIDRs) and ``resolver`` are passed to the engine.
 
     Raises:
         InvalidInput: a kind other than ``openai_compatible``, a disabled provider, or
@@ -925,6 +1075,7 @@ def build_remote_engine(job_type: str, provider: dict[str, Any]) -> OpenAICompat
         raise InvalidInput(f"provider {name!r} has no base_url")
     model = provider.get("model")
     tuning = {k: provider[k] for k in ("timeout_s", "max_retries", "backoff_s", "backoff_cap_s") if provider.get(k) is not None}
+    guard = {k: provider[k] for k in ("allowed_networks", "resolver") if provider.get(k) is not None}
     return OpenAICompatibleEngine(
         job_type,
         base_url,
@@ -932,4 +1083,5 @@ def build_remote_engine(job_type: str, provider: dict[str, Any]) -> OpenAICompat
         model=model.strip() if isinstance(model, str) and model.strip() else None,
         provider_name=str(provider["name"]) if provider.get("name") else None,
         **tuning,
+        **guard,
     )

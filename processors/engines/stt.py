@@ -388,8 +388,14 @@ class WhisperEngine(Engine):
         """Open the container, check it has audio and is not too long; return seconds."""
         import av
 
+        from processors.engines.media import PLAYLIST_FORMATS, av_options
+
         try:
-            with av.open(str(source), mode="r", metadata_errors="ignore") as container:
+            with av.open(str(source), mode="r", metadata_errors="ignore", container_options=av_options()) as container:
+                if PLAYLIST_FORMATS.intersection(
+                    container.format.name.split(",")
+                ):  # decoded next without a whitelist: refuse here
+                    raise InvalidInput(f"input file {source.name!r} is a playlist or list of files, not audio")
                 if not container.streams.audio:
                     raise InvalidInput(f"input file {source.name!r} has no audio stream")
                 seconds: float | None = None

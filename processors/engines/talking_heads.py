@@ -14,6 +14,7 @@ from __future__ import annotations
 # Frames are piped raw into ffmpeg (libx264 + AAC).
 import contextlib
 import importlib.util
+import os
 import shutil
 import subprocess
 import tempfile
@@ -36,6 +37,7 @@ from .media import (
     child_context,
     decode_audio,
     ffmpeg_exe,
+    guard_inputs,
     input_path,
     last_line,
     probe_media,
@@ -54,6 +56,15 @@ __all__ = ["TalkingHeadEngine", "detect_face", "haar_cascade_path", "mouth_openn
 CASCADE = "haarcascade_frontalface_default.xml"
 CASCADE_FALLBACK = "haarcascade_frontalface_alt2.xml"
 DEFAULT_FPS = 25
+MAX_IMAGE_PIXELS = 50_000_000
+"""Largest portrait accepted, in pixels (about 8660x5770; 150 MB decoded): a larger image
+fails the job with invalid_input before it is decoded whole."""
+
+# OpenCV reads its decoder cap once, when cv2 is first imported (default 2**30 pixels, so
+# a 40 kB PNG could claim gigabytes); this module is imported before cv2 (processors.engines
+# imports it, and cv2 only inside functions).  An operator's own value is kept.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+
 MAX_SIDE = 1280
 ENVELOPE_RATE = 16000
 MOUTH_LINE = 0.78
@@ -359,7 +370,11 @@ class TalkingHeadEngine(Engine):
     @staticmethod
     def _read_image(path: Path) -> ImageArray:
         """Decode the portrait as BGR, scaled to at most ``MAX_SIDE`` px and cropped to
-        even dimensions (H.264 4:2:0 needs them)."""
+        even dimensions (H.264 4:2:0 needs them).
+
+        Raises:
+            InvalidInput: unreadable, smaller than 64x64, or over MAX_IMAGE_PIXELS.
+        """
         import cv2
         import numpy as np
 
@@ -367,10 +382,20 @@ class TalkingHeadEngine(Engine):
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:
             raise InvalidInput(f"cannot read image_file {path.name!r}: {exc.strerror or exc}") from exc
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        except cv2.error as exc:  # OpenCV refuses an image over OPENCV_IO_MAX_IMAGE_PIXELS
+            raise InvalidInput(
+                f"image_file {path.name!r} is not a readable image, or larger than {MAX_IMAGE_PIXELS} pixels"
+            ) from exc
         if image is None or image.size == 0:
-            raise InvalidInput(f"image_file {path.name!r} is not a readable image (PNG, JPEG, WebP, BMP or TIFF)")
+            raise InvalidInput(
+                f"image_file {path.name!r} is not a readable image (PNG, JPEG, WebP, BMP or TIFF) "
+                f"of at most {MAX_IMAGE_PIXELS} pixels"
+            )
         height, width = image.shape[:2]
+        if height * width > MAX_IMAGE_PIXELS:  # cv2 was imported before the cap was set
+            raise InvalidInput(f"image_file {path.name!r} is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels")
         if min(height, width) < 64:
             raise InvalidInput(f"image_file {path.name!r} is only {width}x{height} pixels; at least 64x64 is needed")
         scale = min(1.0, MAX_SIDE / max(height, width))
@@ -396,45 +421,47 @@ class TalkingHeadEngine(Engine):
         height, width = image.shape[:2]
         partial = tmp / "talking_head.mp4"
         log_path = tmp / "ffmpeg.log"
-        args = [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-y",
-            "-loglevel",
-            "error",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "bgr24",
-            "-s",
-            f"{width}x{height}",
-            "-r",
-            str(fps),
-            "-i",
-            "pipe:0",
-            "-i",
-            str(audio),
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a:0",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            "20",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-shortest",
-            "-movflags",
-            "+faststart",
-            str(partial),
-        ]
+        args = guard_inputs(
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-y",
+                "-loglevel",
+                "error",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "bgr24",
+                "-s",
+                f"{width}x{height}",
+                "-r",
+                str(fps),
+                "-i",
+                "pipe:0",
+                "-i",
+                str(audio),
+                "-map",
+                "0:v:0",
+                "-map",
+                "1:a:0",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "20",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+                "-shortest",
+                "-movflags",
+                "+faststart",
+                str(partial),
+            ]
+        )
         with open(log_path, "wb") as log:
             try:
                 proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, close_fds=True)

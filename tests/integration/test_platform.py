@@ -98,7 +98,7 @@ def test_provider_key_never_leaves_the_store_in_clear(api: dict[str, Any], syste
     seen = []
     created = admin.post(
         "/api/providers/",
-        json={"name": "remote", "kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", "api_key": secret},
+        json={"name": "remote", "kind": "openai_compatible", "base_url": "http://models.example.org/v1", "api_key": secret},
     )
     seen.append(created.text)
     assert created.status_code == 201 and created.json()["has_api_key"] is True and "api_key" not in created.json()
@@ -106,7 +106,7 @@ def test_provider_key_never_leaves_the_store_in_clear(api: dict[str, Any], syste
     seen += [admin.get("/api/providers/").text, admin.get(f"/api/providers/{pid}/").text]
     rotated = f"sk-rotated-{uuid.uuid4().hex}"
     seen.append(admin.patch(f"/api/providers/{pid}/", json={"api_key": rotated, "enabled": False}).text)
-    seen.append(admin.put(f"/api/providers/{pid}/", json={"name": "renamed", "base_url": "http://127.0.0.1:9/v2"}).text)
+    seen.append(admin.put(f"/api/providers/{pid}/", json={"name": "renamed", "base_url": "http://models.example.org/v2"}).text)
     assert admin.get(f"/api/providers/{pid}/").json()["has_api_key"] is True  # PUT without a key keeps it
     for body in seen:
         assert secret not in body and rotated not in body

@@ -49,6 +49,7 @@ from processors.engines.remote import (  # noqa: E402
 from processors.engines.stt import WHISPER_LANGUAGES  # noqa: E402
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
+LOOPBACK = ("127.0.0.0/8",)  # the fake provider is on loopback: admit it past the outbound guard
 TONE_RATE = 24000  # Hz, like OpenAI's WAV output
 
 TRANSCRIPTION = {
@@ -294,8 +295,20 @@ def stop_after(seconds: float) -> Callable[[], bool]:
     return lambda: time.monotonic() - started >= seconds
 
 
+@pytest.fixture
+def settings(settings: Any) -> Any:
+    """The system's settings, with the fake provider's network allowed."""
+    return settings.model_copy(update={"provider_allowed_networks": ",".join(LOOPBACK)})
+
+
 def engine(provider: Provider, job_type: str, **kwargs: Any) -> OpenAICompatibleEngine:
-    options: dict[str, Any] = {"timeout_s": 5.0, "max_retries": 3, "backoff_s": 0.05, "backoff_cap_s": 1.0}
+    options: dict[str, Any] = {
+        "timeout_s": 5.0,
+        "max_retries": 3,
+        "backoff_s": 0.05,
+        "backoff_cap_s": 1.0,
+        "allowed_networks": LOOPBACK,
+    }
     options.update(kwargs)
     api_key = options.pop("api_key", API_KEY)
     return OpenAICompatibleEngine(job_type, provider.base_url, api_key, provider_name="fake", **options)
@@ -358,7 +371,9 @@ def test_stt_translate_and_the_duration_limit(provider: Provider, tmp_path: Path
 
 
 def test_unknown_endpoint_is_a_configuration_error(provider: Provider, tmp_path: Path) -> None:
-    eng = OpenAICompatibleEngine("tts", provider.base_url.replace("/v1", "/v2"), API_KEY, backoff_s=0.01)
+    eng = OpenAICompatibleEngine(
+        "tts", provider.base_url.replace("/v1", "/v2"), API_KEY, backoff_s=0.01, allowed_networks=LOOPBACK
+    )
     with pytest.raises(EngineError, match="HTTP 404") as caught:
         eng.run(make_ctx(tmp_path / "job", {"text": "Hi."}))
     assert type(caught.value) is EngineError
@@ -459,7 +474,7 @@ def test_503_forever_gives_a_retryable_remote_error(provider: Provider, tmp_path
     assert exc.retryable is True and getattr(exc, "retryable", False) is True
     assert exc.code == "engine_error"
     assert exc.status == 503 and exc.attempts == 4
-    assert "HTTP 503" in exc.message and "currently overloaded" in exc.message and "'fake'" in exc.message
+    assert "HTTP 503" in exc.message and "currently overloaded" in exc.detail and "'fake'" in exc.message
     seen = provider.control.seen
     assert len(seen) == 4  # max_retries + 1
     # backoff: 0.1 * 2**(n-1) plus 0..0.1 of jitter (generous margins for a busy machine)
@@ -470,7 +485,9 @@ def test_503_forever_gives_a_retryable_remote_error(provider: Provider, tmp_path
 
 def test_connection_refused_is_retried_then_retryable(tmp_path: Path) -> None:
     port = free_port()  # nobody listens there
-    eng = OpenAICompatibleEngine("tts", f"http://127.0.0.1:{port}/v1", API_KEY, max_retries=2, backoff_s=0.02, timeout_s=2.0)
+    eng = OpenAICompatibleEngine(
+        "tts", f"http://127.0.0.1:{port}/v1", API_KEY, max_retries=2, backoff_s=0.02, timeout_s=2.0, allowed_networks=LOOPBACK
+    )
     rec = Recorder()
     with pytest.raises(RemoteEngineError, match="connection failed") as caught:
         eng.run(make_ctx(tmp_path / "job", {"text": "Hi."}, recorder=rec))
@@ -508,9 +525,9 @@ def test_refused_key_is_not_retryable_and_never_shown(provider: Provider, tmp_pa
     exc = caught.value
     assert type(exc) is EngineError
     assert getattr(exc, "retryable", False) is False
-    assert "HTTP 401" in exc.message and "'fake'" in exc.message and "Incorrect API key provided" in exc.message
-    assert wrong_key not in str(exc) and wrong_key not in repr(exc)
-    assert "[redacted]" in exc.message
+    assert "HTTP 401" in exc.message and "'fake'" in exc.message and "Incorrect API key provided" in exc.detail
+    assert wrong_key not in str(exc) and wrong_key not in repr(exc) and wrong_key not in exc.detail
+    assert "[redacted]" in exc.detail
     assert not any(wrong_key in message for _, message in rec.logs)
     assert wrong_key not in repr(eng) and wrong_key not in eng.name
     assert len(provider.control.seen) == 1  # not retried
@@ -528,7 +545,7 @@ def test_400_is_invalid_input_with_the_providers_message(provider: Provider, tmp
     with pytest.raises(InvalidInput) as caught:
         engine(provider, "stt").run(make_ctx(tmp_path / "job", {}, tone_file))
     assert "HTTP 400" in caught.value.message
-    assert "Invalid file format. Supported formats" in caught.value.message
+    assert "Invalid file format. Supported formats" in caught.value.detail
     assert caught.value.code == "invalid_input"
     assert len(provider.control.seen) == 1
 
@@ -580,7 +597,13 @@ def test_cancelled_before_start_sends_nothing(provider: Provider, tmp_path: Path
 
 
 def test_build_remote_engine(provider: Provider, tmp_path: Path) -> None:
-    config = {"kind": "openai_compatible", "base_url": provider.base_url + "/", "api_key": API_KEY, "name": "fake"}
+    config = {
+        "kind": "openai_compatible",
+        "base_url": provider.base_url + "/",
+        "api_key": API_KEY,
+        "name": "fake",
+        "allowed_networks": LOOPBACK,
+    }
     eng = build_remote_engine("tts", {**config, "model": "tts-1-hd"})
     assert (eng.type, eng.model, eng.has_api_key) == ("tts", "tts-1-hd", True)
     assert eng.name == f"openai-compatible:{provider.base_url.split('/')[2]}"
