@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from commands.context import Actor
 from commands.errors import Unauthenticated
 
 ALGORITHM = "HS256"
+_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # user ids, token ids and session ids
 
 
 @dataclass(frozen=True)
@@ -39,34 +41,57 @@ class TokenIssuer:
         }
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
-    def pair(self, user: dict[str, Any]) -> dict[str, str]:
-        """``{access, refresh}`` for a user row ``{id, username, role}``."""
-        refresh = self._issue(user, "refresh", self.refresh_ttl_s)
-        rid = jwt.decode(refresh, self.secret, algorithms=[ALGORITHM])["jti"]
+    def pair(self, user: dict[str, Any], session: str | None = None) -> dict[str, str]:
+        """``{access, refresh}`` for a user row ``{id, username, role}``; both carry the
+        session id ``rid``: ``session`` (a rotation) or, for a new session, the refresh
+        token's own ``jti``."""
+        jti = uuid.uuid4().hex
+        rid = session or jti
+        refresh = self._issue(user, "refresh", self.refresh_ttl_s, {"jti": jti, "rid": rid})
         return {"access": self._issue(user, "access", self.access_ttl_s, {"rid": rid}), "refresh": refresh}
 
     def access_from_refresh(self, refresh: str, user: dict[str, Any]) -> str:
-        """A new access token bound to ``refresh``'s id."""
+        """A new access token of ``refresh``'s session."""
         claims = self.decode(refresh, "refresh")
-        return self._issue(user, "access", self.access_ttl_s, {"rid": claims["jti"]})
+        return self._issue(user, "access", self.access_ttl_s, {"rid": session_of(claims)})
 
     def decode(self, token: str, kind: str) -> dict[str, Any]:
         """The claims of a valid token of ``kind``.
 
         Raises:
-            Unauthenticated: expired, tampered, malformed or of another kind.
+            Unauthenticated: expired, tampered, malformed (a claim missing or of the wrong
+            type: ``sub``, ``jti`` and ``rid`` ids, ``iat`` and ``iat_us`` integers) or of
+            another kind.
         """
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self.secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "type"]}
+                token, self.secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sub", "type", "jti"]}
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired") from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("the token is invalid") from None
+        if not _well_formed(claims):
+            raise Unauthenticated("the token is invalid")
         if claims.get("type") != kind:
             raise Unauthenticated(f"not an {kind} token")
         return claims
+
+
+def _well_formed(claims: dict[str, Any]) -> bool:
+    ids = [claims["sub"], claims["jti"], *([claims["rid"]] if "rid" in claims else [])]
+    numbers = [claims["iat"], *([claims["iat_us"]] if "iat_us" in claims else [])]
+    return (
+        all(isinstance(v, str) and _ID.fullmatch(v) for v in ids)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in numbers)
+        and isinstance(claims["type"], str)
+    )
+
+
+def session_of(claims: dict[str, Any]) -> str:
+    """The session (refresh-token family) id of a token's claims: ``rid``, or the ``jti``
+    of a refresh token issued before sessions had their own id."""
+    return str(claims.get("rid") or claims["jti"])
 
 
 def actor_of(user: dict[str, Any]) -> Actor:

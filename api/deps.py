@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, select
 
-from api.auth import TokenIssuer
+from api.auth import TokenIssuer, session_of
 from api.errors import ServiceUnavailable, request_id
 from api.signing import UrlSigner
+from api.throttle import LoginGuard
 from commands.context import Actor, Context
 from commands.errors import Conflict, Unauthenticated
 from commands.service import Platform
@@ -54,6 +55,7 @@ class Services:
         self.hub: Any = None  # api.live.LiveHub, set by the composition root
         self.reads: Any = None  # api.readwait.ReadWaiter, set by the composition root
         self._head_seen = 0  # the highest store head read so far (positions only increase)
+        self.login_guard = LoginGuard(engine)  # the composition root sets the configured one
 
     def upload_limit(self, user_id: str) -> int:
         """Bytes one uploaded file may have: the user's ``max_file_size_mb`` (1 MB = 1,048,576
@@ -117,8 +119,8 @@ def check_token(services: Services, token: str, kind: str) -> tuple[dict[str, An
 
     Returns (claims, user row). Raises Unauthenticated (401).
     """
-    claims = services.tokens.decode(token, kind)
-    session = claims.get("rid") or claims.get("jti")
+    claims = services.tokens.decode(token, kind)  # well-formed: sub, jti, iat present and typed
+    session = session_of(claims)
     with services.engine.connect() as conn:
         row = conn.execute(select(t.users).where(t.users.c.id == claims["sub"])).mappings().first()
         revoked = (
@@ -151,6 +153,20 @@ def current_user(
 
 
 CurrentUser = Annotated[dict[str, Any], Depends(current_user)]
+
+
+def link_user(services: Services, path: str, exp: int, user_id: str, sig: str) -> dict[str, Any]:
+    """The user a signed download link was given to: the signature and expiry hold and the
+    user exists and is active. The download then acts as this user (what they may see).
+
+    Raises Unauthenticated (401).
+    """
+    services.signer.verify(path, exp, user_id, sig)
+    with services.engine.connect() as conn:
+        row = conn.execute(select(t.users).where(t.users.c.id == user_id)).mappings().first()
+    if row is None or not row["is_active"]:
+        raise Unauthenticated("the link's user is unknown or inactive")
+    return dict(row)
 
 
 def command_context(request: Request, user: CurrentUser) -> Context:

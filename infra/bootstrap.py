@@ -169,10 +169,12 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
         settings.retry_backoff_cap_s,
     )
     if create_tables:
-        from api import live
+        from api import live, sessions, throttle
         from api.audit import create_audit_table
 
         ensure_serving(engine)
         live.metadata.create_all(engine)
+        throttle.metadata.create_all(engine)
+        sessions.metadata.create_all(engine)
         create_audit_table(engine)
     return system

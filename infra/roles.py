@@ -19,6 +19,7 @@ from api.deps import Services
 from api.live import LiveHub
 from api.readwait import ReadWaiter
 from api.signing import UrlSigner
+from api.throttle import LoginGuard
 from commands.context import SYSTEM, Context
 from commands.errors import Conflict
 from commands.messages import CreateUser
@@ -46,6 +47,7 @@ def api_app(system: System) -> FastAPI:
         signer=UrlSigner(secret),
         effective_settings=system.effective_settings,
     )
+    services.login_guard = LoginGuard(system.engine, s.max_password_checks, s.trusted_proxy_list)
     if s.kafka_bootstrap_servers:
         services.broker_check = broker_check(s.kafka_bootstrap_servers)
     waiter = system.store_waiter()
@@ -60,7 +62,9 @@ def api_app(system: System) -> FastAPI:
         reads=services.reads,  # stopped with the hub
         max_per_user=s.max_live_per_user,
     )
-    return create_app(services, cors_origins=s.cors_origin_list)
+    app = create_app(services, cors_origins=s.cors_origin_list)
+    app.state.metrics.registry.register(services.login_guard.checks.metric)
+    return app
 
 
 def remote_engines(system: System) -> Callable[[Any], Any]:

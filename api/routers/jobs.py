@@ -27,6 +27,7 @@ from api.deps import (
     bearer,
     created,
     current_user,
+    link_user,
 )
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import CancelOut, JobIn, JobOut, ResultOut
@@ -109,7 +110,7 @@ def list_jobs(
     col = c[ordering.lstrip("-")]
     order = col.desc().nulls_last() if ordering.startswith("-") else col.asc().nulls_last()
     with services.engine.connect() as conn:
-        return paginate(request, conn, stmt.order_by(order, c.id), params, lambda r: job_json(r, services.signer.sign))
+        return paginate(request, conn, stmt.order_by(order, c.id), params, lambda r: job_json(r, services.signer.for_user(user)))
 
 
 async def _read_submission(request: Request, services: Services) -> tuple[JobIn, dict[str, UploadFile]]:
@@ -230,7 +231,7 @@ async def submit_job(
         position,
         f"/api/jobs/{job_id}/",
         str(job_id),
-        lambda: job_json(load_job(services, user, str(job_id)), services.signer.sign),
+        lambda: job_json(load_job(services, user, str(job_id)), services.signer.for_user(user)),
     )
 
 
@@ -249,11 +250,11 @@ def get_job(
     """One job; with ``?as_of=`` the job as it was then, folded from the event store."""
     row = load_job(services, user, str(job_id))
     if as_of is None:
-        return job_json(row, services.signer.sign)
+        return job_json(row, services.signer.for_user(user))
     from api.routers.history import fold_as_of
 
     past = fold_as_of(services, job_id, as_of).state()
-    return job_json({**past, "created_by_username": row["created_by_username"]}, services.signer.sign)
+    return job_json({**past, "created_by_username": row["created_by_username"]}, services.signer.for_user(user))
 
 
 class JobPatch(BaseModel):
@@ -268,7 +269,9 @@ async def update_job(job_id: UUID, body: JobPatch, services: ServicesDep, ctx: C
     """Edit a pending job's parameters or priority (409 once it has started)."""
     load_job(services, user, str(job_id))
     position = await asyncio.to_thread(services.platform.update_job, UpdateJob(job_id, body.parameters, body.priority), ctx)
-    return await after_write(services, position, lambda: job_json(load_job(services, user, str(job_id)), services.signer.sign))
+    return await after_write(
+        services, position, lambda: job_json(load_job(services, user, str(job_id)), services.signer.for_user(user))
+    )
 
 
 @router.delete("/{job_id}/", status_code=204, response_class=Response)
@@ -285,7 +288,10 @@ async def retry_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user: 
     load_job(services, user, str(job_id))
     position = await asyncio.to_thread(services.platform.retry_job, RetryJob(job_id), ctx)
     return await after_write(
-        services, position, lambda: job_json(load_job(services, user, str(job_id)), services.signer.sign), status_code=202
+        services,
+        position,
+        lambda: job_json(load_job(services, user, str(job_id)), services.signer.for_user(user)),
+        status_code=202,
     )
 
 
@@ -307,7 +313,9 @@ async def update_progress(job_id: UUID, body: ProgressIn, services: ServicesDep,
     position = await asyncio.to_thread(
         services.platform.update_progress, UpdateProgress(job_id, body.progress, body.stage, lines), ctx
     )
-    return await after_write(services, position, lambda: job_json(load_job(services, user, str(job_id)), services.signer.sign))
+    return await after_write(
+        services, position, lambda: job_json(load_job(services, user, str(job_id)), services.signer.for_user(user))
+    )
 
 
 @router.get("/{job_id}/logs/", dependencies=[ReadPosition])
@@ -342,7 +350,7 @@ async def cancel_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user:
 def get_result(job_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """The job's result (404 until it has one)."""
     load_job(services, user, str(job_id))
-    return result_of(services, str(job_id))
+    return result_of(services, str(job_id), user)
 
 
 def download_viewer(
@@ -351,12 +359,12 @@ def download_viewer(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     exp: int | None = None,
     sig: str | None = None,
+    uid: str | None = None,
 ) -> dict[str, Any] | None:
-    """Who downloads: a Bearer user, or nobody when the link carries a valid signature
-    (``?exp=&sig=``, which only a user who could see the file was given)."""
+    """Who downloads: a Bearer user, or the active user a valid signed link was given to
+    (``?exp=&uid=&sig=``); either sees only the files of jobs they may see."""
     if exp is not None and sig is not None:
-        services.signer.verify(request.url.path, exp, sig)
-        return None
+        return link_user(services, request.url.path, exp, uid or "", sig)
     return current_user(request, services, credentials)
 
 
@@ -408,8 +416,8 @@ def result_row(services: Services, job_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def result_of(services: Services, job_id: str) -> dict[str, Any]:
-    """The contract's result shape of a job (logs: its first 1,000 lines)."""
+def result_of(services: Services, job_id: str, user: dict[str, Any]) -> dict[str, Any]:
+    """The contract's result shape of a job (logs: its first 1,000 lines), its links signed for ``user``."""
     row = result_row(services, job_id)
     with services.engine.connect() as conn:
         logs = (
@@ -422,4 +430,4 @@ def result_of(services: Services, job_id: str) -> dict[str, Any]:
             .mappings()
             .all()
         )
-    return result_json(row, [log_json(dict(r)) for r in logs], services.signer.sign)
+    return result_json(row, [log_json(dict(r)) for r in logs], services.signer.for_user(user))

@@ -168,7 +168,7 @@ async def _serve(ws: WebSocket, kind: str, job_id: str | None = None) -> None:
     async def send(message: dict[str, Any]) -> None:
         nonlocal delivered
         if message.get("job") is not None:
-            message = {**message, "job": job_json(message["job"], services.signer.sign)}
+            message = {**message, "job": job_json(message["job"], services.signer.for_user(user))}
         await ws.send_text(json.dumps(message, default=str))
         delivered = message["position"]
 

@@ -97,7 +97,7 @@ def project_jobs(
             conn,
             stmt.order_by(t.jobs.c.created_at.desc(), t.jobs.c.id),
             params,
-            lambda r: job_json(r, services.signer.sign),
+            lambda r: job_json(r, services.signer.for_user(user)),
         )
 
 

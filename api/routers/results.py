@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from api.deps import CurrentUser, ReadPosition, ServicesDep
 from api.pagination import PageParams, page_params, paginate
-from api.routers.jobs import load_job, result_of
+from api.routers.jobs import load_job, result_of, result_row
 from api.schemas import JobOut, ResultOut
 from api.views import job_json, result_json, visible_jobs
 from projections import tables as t
@@ -33,18 +33,18 @@ def list_results(
     stmt = select(t.job_results).where(t.job_results.c.job_id.in_(visible.scalar_subquery()))
     stmt = stmt.order_by(t.job_results.c.finished_at.desc(), t.job_results.c.id)
     with services.engine.connect() as conn:
-        return paginate(request, conn, stmt, params, lambda r: result_json(r, [], services.signer.sign))
+        return paginate(request, conn, stmt, params, lambda r: result_json(r, [], services.signer.for_user(user)))
 
 
 @router.get("/{result_id}/", response_model=ResultOut, dependencies=[ReadPosition])
 def get_result(result_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """One result (its id is the job's id)."""
     load_job(services, user, str(result_id))
-    return result_of(services, str(result_id))
+    return result_of(services, str(result_id), user)
 
 
 @router.get("/{result_id}/job_details/", response_model=JobOut, dependencies=[ReadPosition])
 def job_details(result_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """The job a result belongs to."""
-    result_of(services, str(result_id))
-    return job_json(load_job(services, user, str(result_id)), services.signer.sign)
+    result_row(services, str(result_id))
+    return job_json(load_job(services, user, str(result_id)), services.signer.for_user(user))
