@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIORCH_", extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    #: the database owner's URL: the schema step runs as it (see :mod:`infra.schema`)
     database_url: str | None = None
+    #: the application role the roles connect as (unset: ``<database>_app``, derived)
+    app_database_url: str | None = None
     kafka_bootstrap_servers: str | None = None
     secret_key: str | None = None
     encryption_key: str | None = None
@@ -95,7 +98,6 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str]:
         """``AIORCH_CORS_ORIGINS`` split on commas, blanks dropped."""
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
-
 
     @property
     def trusted_proxy_list(self) -> list[str]:
