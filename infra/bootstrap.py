@@ -15,7 +15,7 @@ from commands.service import Platform
 from commands.setting_keys import DEFAULTS
 from infra.blobs import LocalBlobStore
 from infra.db import app_database_url, conninfo, make_engine, store_env
-from infra.secrets import fernet
+from infra.secrets import fernet, secure_data_dir
 from infra.settings import Settings
 from projections import queries
 from projections.follow import StoreWaiter
@@ -164,6 +164,8 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
         prepare_database(settings.database_url, url)
     platform = Platform(env=store_env(url, pool_size=settings.db_pool_size, create_table=False))
     engine = make_engine(url, pool_size=settings.db_pool_size)
+    if settings.data_dir.exists():
+        secure_data_dir(settings)  # an earlier version left it 0755
     system = System(settings, platform, engine, LocalBlobStore(settings.resolved_blob_dir), url)
     cipher = fernet(settings)
     platform.missing_engine = system.missing_engine
