@@ -140,3 +140,25 @@ def test_the_data_folder_and_its_secrets_are_private(settings: Any) -> None:
     assert (data / "encryption_key").read_text() == "kept-by-an-earlier-version"
     assert sorted(p.name for p in data.iterdir()) == ["encryption_key", "runtime.json", "secret_key"]  # no temporaries left
     assert secure_data_dir(settings) == data and _mode(data) == 0o700
+
+
+def test_read_models_an_earlier_version_created_as_the_owner_are_handed_over(settings: Any) -> None:
+    from api import live
+    from infra.bootstrap import bootstrap
+    from infra.db import make_engine
+    from projections.generations import ensure_serving, serving_generation
+    from projections.operations import rebuild
+
+    owner = make_engine(settings.database_url, pool_size=1)  # as earlier versions connected
+    ensure_serving(owner)
+    live.metadata.create_all(owner)
+    owner.dispose()
+    system = bootstrap(settings)
+    try:
+        create_user(system, "someone", "someone-password", "viewer")
+        rebuild(system.engine, system.platform.recorder, system.platform.mapper.to_domain_event)  # drops generation 1
+        with system.engine.connect() as conn:
+            assert serving_generation(conn) == 2
+            assert conn.execute(select(func.count()).select_from(t.users)).scalar_one() == 1
+    finally:
+        system.close()
