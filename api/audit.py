@@ -33,19 +33,30 @@ audit_log = Table(
 )
 
 _APPEND_ONLY = """
-CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
-DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log;
-CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
-FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+  RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: ' || TG_OP || ' refused', ERRCODE = 'insufficient_privilege';
+END $$;
 """
+_TRIGGERS = {
+    "audit_log_no_change": "BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW",
+    "audit_log_no_truncate": "BEFORE TRUNCATE ON audit_log FOR EACH STATEMENT",
+}
 
 
 def create_audit_table(engine: Engine) -> None:
-    """Create the table and the trigger that refuses UPDATE and DELETE."""
+    """Create the table and the triggers that refuse UPDATE, DELETE (per row) and TRUNCATE
+    (per statement). Run by the database owner: the triggers and their function are then
+    the owner's, out of reach of the application role (which may only SELECT, INSERT and
+    UPDATE, the last refused by the trigger)."""
     metadata.create_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql(_APPEND_ONLY)
+        present = set(conn.exec_driver_sql("SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass").scalars())
+        for name, timing in _TRIGGERS.items():
+            if name not in present:
+                conn.exec_driver_sql(f"CREATE TRIGGER {name} {timing} EXECUTE FUNCTION audit_log_append_only()")
 
 
 def outcome_of(status: int) -> str:

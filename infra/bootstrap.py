@@ -15,8 +15,8 @@ from commands.outbound import parse_networks
 from commands.service import Platform
 from commands.setting_keys import DEFAULTS
 from infra.blobs import LocalBlobStore
-from infra.db import conninfo, make_engine, store_env
-from infra.secrets import fernet
+from infra.db import app_database_url, conninfo, make_engine, store_env
+from infra.secrets import fernet, secure_data_dir
 from infra.settings import Settings
 from projections import queries
 from projections.follow import StoreWaiter
@@ -151,11 +151,23 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
         RuntimeError: no database URL configured and no running system found.
     """
     settings = resolve_urls(settings)
-    if not settings.database_url:
+    if not settings.database_url and not settings.app_database_url:
         raise RuntimeError("no database: set AIORCH_DATABASE_URL, or start the system with `aiorch up`")
-    platform = Platform(env=store_env(settings.database_url, pool_size=settings.db_pool_size))
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    system = System(settings, platform, engine, LocalBlobStore(settings.resolved_blob_dir), settings.database_url)
+    # least privilege: the owner (AIORCH_DATABASE_URL) sets the schema up, the roles connect
+    # as the application role; with AIORCH_APP_DATABASE_URL alone the schema must exist
+    url = settings.app_database_url
+    if settings.database_url:
+        url = app_database_url(settings.database_url, settings.app_database_url)
+    assert url
+    if create_tables and settings.database_url:
+        from infra.schema import prepare_database
+
+        prepare_database(settings.database_url, url)
+    platform = Platform(env=store_env(url, pool_size=settings.db_pool_size, create_table=False))
+    engine = make_engine(url, pool_size=settings.db_pool_size)
+    if settings.data_dir.exists():
+        secure_data_dir(settings)  # an earlier version left it 0755
+    system = System(settings, platform, engine, LocalBlobStore(settings.resolved_blob_dir), url)
     cipher = fernet(settings)
     platform.missing_engine = system.missing_engine
     platform.effective_settings = system.effective_settings
@@ -170,11 +182,9 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     )
     if create_tables:
         from api import live, sessions, throttle
-        from api.audit import create_audit_table
 
-        ensure_serving(engine)
+        ensure_serving(engine)  # the application role's own read models
         live.metadata.create_all(engine)
         throttle.metadata.create_all(engine)
         sessions.metadata.create_all(engine)
-        create_audit_table(engine)
     return system

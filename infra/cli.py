@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Annotated, Any
@@ -400,7 +401,9 @@ def audit_verify() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Files the roles create (secrets, runtime.json, blobs,
+    logs) are this user's alone: umask 077."""
+    os.umask(0o077)
     app()
 
 

@@ -1,8 +1,11 @@
 """Database URLs: one ``AIORCH_DATABASE_URL`` becomes the event store's eventsourcing
-environment, a psycopg connection string and a SQLAlchemy engine."""
+environment, a psycopg connection string and a SQLAlchemy engine; and the application
+role the roles connect as (the owner's URL only sets the schema up, :mod:`infra.schema`)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
@@ -14,10 +17,11 @@ def _url(database_url: str) -> URL:
     return url.set(drivername="postgresql+psycopg")
 
 
-def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 5) -> dict[str, str]:
+def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 5, create_table: bool = True) -> dict[str, str]:
     """eventsourcing's environment for a PostgreSQL event store at ``database_url``.
 
     Accepts ``postgresql://user:pw@host:port/db`` and unix sockets as ``?host=/dir``.
+    ``create_table=False`` for the application role: the owner creates the store.
     """
     url = _url(database_url)
     host = url.query.get("host") or url.host or "127.0.0.1"
@@ -35,7 +39,7 @@ def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 
         "POSTGRES_CONNECT_TIMEOUT": str(connect_timeout),
         "POSTGRES_LOCK_TIMEOUT": "5",
         "POSTGRES_PRE_PING": "y",
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "y" if create_table else "n",
     }
 
 
@@ -65,3 +69,39 @@ def make_engine(database_url: str, *, pool_size: int = 10, **kwargs: Any) -> Eng
         connect_args={"connect_timeout": 5},
         **kwargs,
     )
+
+
+# -- least privilege: the owner sets the schema up, the roles connect as an application role
+
+
+def app_role_name(database_url: str) -> str:
+    """The derived application role of the database at ``database_url``: ``<dbname>_app``
+    (cut to PostgreSQL's 63-character identifiers). Per database, so that deployments sharing
+    a cluster never share a role."""
+    return f"{_url(database_url).database or 'postgres'}_app"[:63]
+
+
+def derived_password(owner_url: str, role: str) -> str | None:
+    """The derived application role's password: HMAC-SHA256 of the role name keyed with the
+    owner's password (hex), so every process given the owner's URL derives the same one.
+    None when the owner has no password (trust or peer authentication): the role then gets
+    no password either, rather than one anybody could derive."""
+    password = _url(owner_url).password
+    if not password:
+        return None
+    return hmac.new(str(password).encode(), f"aiorch-app-role:{role}".encode(), hashlib.sha256).hexdigest()
+
+
+def app_database_url(owner_url: str, configured: str | None = None) -> str:
+    """The URL the roles connect with: ``configured`` (``AIORCH_APP_DATABASE_URL``), else the
+    owner's URL with the derived role (:func:`app_role_name`, :func:`derived_password`)."""
+    if configured:
+        return configured
+    role = app_role_name(owner_url)
+    url = _url(owner_url).set(username=role, password=derived_password(owner_url, role))
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def same_role(a: str, b: str) -> bool:
+    """Whether two URLs connect as the same role."""
+    return (_url(a).username or "postgres") == (_url(b).username or "postgres")

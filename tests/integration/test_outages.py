@@ -209,8 +209,9 @@ def test_a_restored_store_rebuilds_identical_read_models(system: Any, runner: Ru
         conn.execute(f'CREATE DATABASE "{restored_name}"')
     restored_url = make_url(pg_server_url).set(database=restored_name).render_as_string(hide_password=False)
     try:
-        subprocess.run([_pg_tool("pg_restore"), f"--dbname={restored_url}", str(dump)], check=True, timeout=60)
+        # into a database the schema step set up (owner, triggers, grants of this deployment)
         restored = bootstrap(settings.model_copy(update={"database_url": restored_url}))
+        subprocess.run([_pg_tool("pg_restore"), "--data-only", f"--dbname={restored_url}", str(dump)], check=True, timeout=60)
         rebuild(restored.engine, restored.platform.recorder, restored.platform.mapper.to_domain_event)
         for name in ("users", "projects", "jobs"):
             table = getattr(t, name)
@@ -222,6 +223,7 @@ def test_a_restored_store_rebuilds_identical_read_models(system: Any, runner: Ru
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{restored_name}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{restored_name}_app"')
 
 
 def test_high_priority_jobs_are_claimed_first(system: Any, runner: Runner) -> None:
