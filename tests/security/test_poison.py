@@ -71,7 +71,7 @@ def catch_up(p: Projector) -> None:
 def cli_env(system: Any) -> dict[str, str]:
     s = system.settings
     return {
-        "AIORCH_DATABASE_URL": system.database_url,
+        "AIORCH_DATABASE_URL": system.settings.database_url,
         "AIORCH_DATA_DIR": str(s.data_dir),
         "AIORCH_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
         "AIORCH_TOPIC_PREFIX": s.topic_prefix,
