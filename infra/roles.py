@@ -55,7 +55,7 @@ def api_app(system: System) -> FastAPI:
         waiter.wait,
         fold=lambda job_id, version: system.platform.repository.get(job_id, version=version).state(),
     )
-    return create_app(services, cors_origins=s.cors_origin_list)
+    return create_app(services, cors_origins=s.cors_origin_list, max_body_bytes=s.max_body_bytes)
 
 
 def remote_engines(system: System) -> Callable[[Any], Any]:
