@@ -8,6 +8,7 @@ close to what the server took."""
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import stat
@@ -154,6 +155,7 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(platform_up: dic
         base, "POST", "/api/projects/", {"Content-Type": "application/json", "Content-Length": str(100 * MiB)}, zeros(100 * MiB)
     )
     assert is_problem(big, 413), (big.status, big.body)
+    assert json.loads(big.body)["instance"] == big.headers["x-request-id"]
     assert big.sent < MiB
     assert rss_bytes() - before < 16 * MiB
     # chunked, no Content-Length: counted as it streams, 413 once past 1 MiB, without a token ...
@@ -170,8 +172,12 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(platform_up: dic
     headers = {"Content-Type": "application/json", "Content-Length": str(MiB), "Authorization": "Bearer not-a-token"}
     forged = exchange(base, "PATCH", f"/api/projects/{platform_up['project']}/", headers, zeros(MiB))
     assert is_problem(forged, 401) and forged.sent < MiB // 2
-    # bodies under the limit still work
+    # bodies under the limit still work, JSON and form-encoded
     assert editor.post("/api/projects/", json={"name": "x" * 100, "description": "d" * 4000}).status_code == 201
+    form = {"project": platform_up["project"], "type": "tts", "parameters": json.dumps({"text": "hi"}), "priority": "low"}
+    job = editor.post("/api/jobs/", data=form)
+    assert job.status_code == 201 and job.json()["priority"] == "low", job.text
+    editor.post(f"/api/jobs/{job.json()['id']}/cancel/")
 
 
 def test_uploads_are_refused_before_their_body_is_read(platform_up: dict[str, Any], system: Any) -> None:
@@ -230,3 +236,4 @@ def test_the_users_file_limit_holds_as_the_upload_streams(platform_up: dict[str,
     (stored,) = set(blobs(system)) - set(before[1])
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
+    editor.post(f"/api/jobs/{fits.json()['id']}/cancel/")  # no need to transcribe it
