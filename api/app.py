@@ -11,11 +11,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import errors
 from api.audit import AuditMiddleware
 from api.deps import Services
+from api.limits import BodyLimits
 from api.routers import config, history, jobs, live, ops, projects, results, tokens, users
 
 
-def create_app(services: Services, *, cors_origins: list[str] | None = None) -> FastAPI:
-    """Build the API around ``services`` (built by the composition root in ``infra``)."""
+def create_app(services: Services, *, cors_origins: list[str] | None = None, max_body_bytes: int = 1024 * 1024) -> FastAPI:
+    """Build the API around ``services`` (built by the composition root in ``infra``);
+    request bodies other than uploads are limited to ``max_body_bytes``."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -32,6 +34,8 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None) -> 
     )
     app.state.services = services
     app.state.metrics = ops.Metrics(services)
+    # innermost, so that its 413 reaches the routes unwrapped by the BaseHTTPMiddleware task groups
+    app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_upload_bytes=services.max_upload_bytes)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(errors.RequestIdMiddleware)
     if cors_origins:

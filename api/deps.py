@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, Protocol
+from collections.abc import AsyncIterable, Callable
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Protocol
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -23,11 +24,41 @@ from projections import tables as t
 from projections.projector import current_position
 
 
-class BlobStore(Protocol):
-    """What the API needs of blob storage (see ``infra.blobs.LocalBlobStore``)."""
+class StoredFile(Protocol):
+    """A stored blob as :class:`BlobStore` reports it."""
 
-    def save_stream(self, chunks: Any, name: str, *, max_bytes: int, prefix: str = ...) -> Any: ...
-    def path(self, key: str) -> Any: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    def describe(self) -> dict[str, object]: ...
+
+
+class BlobStore(Protocol):
+    """Blob storage as the API uses it: ``infra.blobs.LocalBlobStore`` on a local folder (an
+    object store can stand behind the same methods). Keys look like ``uploads/<uuid>/<name>``.
+
+    - ``save_stream(chunks, name, max_bytes=, accept=)`` stores an async stream of bytes under
+      a new key and returns its :class:`StoredFile` (``describe()`` →
+      ``{blob, name, size, content_type, sha256}``). It raises PayloadTooLarge the moment
+      more than ``max_bytes`` arrived; ``accept(content_type)`` is called with the type sniffed
+      from the first 8 KiB before the rest is stored, and may raise to refuse it. Whatever
+      fails, nothing of that blob stays stored.
+    - ``open(key)`` reads a blob; ``path(key)`` is its local file (ValueError if the key
+      escapes the store); ``delete(key)`` removes it if present.
+    """
+
+    async def save_stream(
+        self,
+        chunks: AsyncIterable[bytes],
+        name: str,
+        *,
+        max_bytes: int,
+        accept: Callable[[str], None] | None = None,
+        prefix: str = ...,
+    ) -> StoredFile: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def path(self, key: str) -> Path: ...
     def delete(self, key: str) -> None: ...
 
 

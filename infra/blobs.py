@@ -1,5 +1,6 @@
 """Blob storage on a local folder: uploads streamed in with sha256 and a sniffed content
-type, result files copied in, stored names never escaping the root."""
+type, result files copied in, stored names never escaping the root. Folders are created
+0700 and files 0600: uploads are the users' data."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import filetype
+from starlette.concurrency import run_in_threadpool
 
 from commands.errors import PayloadTooLarge
 
 CHUNK = 1024 * 1024
+#: bytes the type is sniffed from (``filetype`` reads at most 8,192)
+HEAD = 8192
+DIR_MODE, FILE_MODE = 0o700, 0o600
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,13 @@ def safe_name(name: str) -> str:
 
 
 class LocalBlobStore:
-    """Blobs under ``root``; keys look like ``uploads/<uuid>/<name>``."""
+    """Blobs under ``root``; keys look like ``uploads/<uuid>/<name>``. Implements
+    ``api.deps.BlobStore``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self.root, DIR_MODE)
 
     def path(self, key: str) -> Path:
         """The file of ``key``. Raises ValueError if the key would escape the root."""
@@ -64,39 +72,83 @@ class LocalBlobStore:
             raise ValueError(f"blob key escapes the storage root: {key!r}")
         return p
 
-    def save_stream(self, chunks: Iterable[bytes], name: str, *, max_bytes: int, prefix: str = "uploads") -> StoredBlob:
-        """Stream ``chunks`` into a new blob, hashing as it goes.
+    def open(self, key: str) -> BinaryIO:
+        """The stored bytes of ``key``, opened for reading. Raises FileNotFoundError, ValueError."""
+        return open(self.path(key), "rb")
+
+    def _create(self, key: str) -> BinaryIO:
+        """A new file for ``key`` (0600), its folders made 0700 below the root."""
+        target = self.path(key)
+        folder = self.root
+        for part in target.parent.relative_to(self.root).parts:
+            folder = folder / part
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=DIR_MODE)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # an existing file, or a umask wider than usual
+        return os.fdopen(fd, "wb")
+
+    async def save_stream(
+        self,
+        chunks: AsyncIterable[bytes],
+        name: str,
+        *,
+        max_bytes: int,
+        accept: Callable[[str], None] | None = None,
+        prefix: str = "uploads",
+    ) -> StoredBlob:
+        """Stream ``chunks`` into a new blob, hashing as it goes; disk writes run in a
+        worker thread, at most ``CHUNK`` bytes buffered in memory.
+
+        ``accept(content_type)`` is called once the first ``HEAD`` bytes (or the whole
+        file, if shorter) have arrived and before anything is written; whatever it raises
+        aborts the save.
 
         Raises:
-            PayloadTooLarge: more than ``max_bytes`` arrived (the partial file is removed).
+            PayloadTooLarge: more than ``max_bytes`` arrived (raised as the byte over the
+                limit arrives). On any error the partial file is removed.
         """
         key = f"{prefix}/{uuid.uuid4()}/{safe_name(name)}"
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        digest, size, head = hashlib.sha256(), 0, b""
+        digest, size, head, ctype = hashlib.sha256(), 0, b"", ""
+        buffer: list[bytes] = []
+        buffered = 0
+        out = await run_in_threadpool(self._create, key)
         try:
-            with open(target, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(f"{name} is over the limit of {max_bytes} bytes")
-                    if len(head) < 8192:
-                        head += chunk[: 8192 - len(head)]
-                    digest.update(chunk)
-                    out.write(chunk)
-        except BaseException:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"{safe_name(name)} is over the limit of {max_bytes} bytes")
+                digest.update(chunk)
+                if not ctype:
+                    head += chunk[: HEAD - len(head)]
+                    if len(head) >= HEAD:
+                        ctype = sniff(head)
+                        if accept is not None:
+                            accept(ctype)
+                buffer.append(chunk)
+                buffered += len(chunk)
+                if buffered >= CHUNK:
+                    await run_in_threadpool(out.write, b"".join(buffer))
+                    buffer, buffered = [], 0
+            if not ctype:
+                ctype = sniff(head)
+                if accept is not None:
+                    accept(ctype)
+            await run_in_threadpool(_finish, out, b"".join(buffer))
+        except BaseException:  # also a cancelled request: clean up without awaiting
+            out.close()
             self.delete(key)
             raise
-        return StoredBlob(key, safe_name(name), size, digest.hexdigest(), sniff(head))
+        return StoredBlob(key, safe_name(name), size, digest.hexdigest(), ctype)
 
     def put_file(self, source: Path, key: str, content_type: str | None = None) -> StoredBlob:
         """Copy a local file in under ``key`` (result files)."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        with open(source, "rb") as src, self._create(key) as out:
+            shutil.copyfileobj(src, out, CHUNK)
         digest = hashlib.sha256()
         with open(target, "rb") as f:
-            head = f.read(8192)
+            head = f.read(HEAD)
             digest.update(head)
             for chunk in iter(lambda: f.read(CHUNK), b""):
                 digest.update(chunk)
@@ -111,3 +163,8 @@ class LocalBlobStore:
         p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             p.parent.rmdir()
+
+
+def _finish(out: BinaryIO, rest: bytes) -> None:
+    with out:
+        out.write(rest)

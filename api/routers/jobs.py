@@ -8,6 +8,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -15,7 +16,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
-from starlette.datastructures import UploadFile
 
 from api.deps import (
     CommandCtx,
@@ -23,6 +23,7 @@ from api.deps import (
     ReadPosition,
     Services,
     ServicesDep,
+    StoredFile,
     after_write,
     bearer,
     created,
@@ -31,17 +32,17 @@ from api.deps import (
 )
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import CancelOut, JobIn, JobOut, ResultOut
+from api.uploads import FIELDS_BYTES, MultipartReader
 from api.views import job_json, log_json, result_json, visible_jobs
 from commands.errors import InvalidCommand, NotFound, UnsupportedMediaType
 from commands.job_parameters import FILE_FIELDS
 from commands.messages import ArchiveJob, CancelJob, RetryJob, SubmitJob, UpdateJob, UpdateProgress
-from commands.permissions import require_admin
+from commands.permissions import require_admin, require_writer
 from projections import tables as t
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 Ordering = Literal["created_at", "-created_at", "finished_at", "-finished_at", "priority", "-priority"]
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
-CHUNK = 1024 * 1024
 
 _MULTIPART_DOC = {
     "requestBody": {
@@ -113,57 +114,90 @@ def list_jobs(
         return paginate(request, conn, stmt.order_by(order, c.id), params, lambda r: job_json(r, services.signer.for_user(user)))
 
 
-async def _read_submission(request: Request, services: Services) -> tuple[JobIn, dict[str, UploadFile]]:
+ALL_FILE_FIELDS = frozenset(f for fields in FILE_FIELDS.values() for f in fields)
+MAX_PARTS = 20
+
+
+def _check_file(job_type: str | None, field: str, content_type: str | None = None) -> None:
+    """Refuse a file field the job type does not take (422), or a sniffed type that does not
+    fit the field (415). With ``job_type`` unknown (not sent yet) only the field's name is checked."""
+    accepted = FILE_FIELDS.get(job_type or "")
+    if field not in (ALL_FILE_FIELDS if accepted is None else accepted):
+        what = f"a {job_type} job takes" if accepted is not None else "there is"
+        raise InvalidCommand(f"{what} no file {field!r}", errors=[{"loc": ["body", field], "msg": f"{what} no file {field!r}"}])
+    kinds = (accepted or {}).get(field, ())
+    if content_type is not None and kinds and content_type.split("/")[0] not in kinds:
+        raise UnsupportedMediaType(f"{field} is {content_type}; a {job_type} job takes {' or '.join(kinds)} there")
+
+
+async def _read_multipart(request: Request, services: Services, limit: int) -> tuple[dict[str, str], dict[str, StoredFile]]:
+    """Text fields and stored files of a multipart submission, read as it streams in: each
+    file goes straight into blob storage (at most ``limit`` bytes each, 413 the moment it is
+    passed; 415 from its first 8 KiB when the ``type`` field came first); text fields
+    together at most ``FIELDS_BYTES``. On any error nothing stays stored."""
+    reader = MultipartReader(request.stream(), request.headers["content-type"], max_parts=MAX_PARTS)
+    fields: dict[str, str] = {}
+    stored: dict[str, StoredFile] = {}
+    budget = FIELDS_BYTES
+    try:
+        async for part in reader.parts():
+            if part.filename is None:
+                value = await reader.text(budget, f"the form's text fields are over {FIELDS_BYTES} bytes together")
+                budget -= len(value.encode())
+                fields[part.name] = value
+                continue
+            if part.name in stored:
+                raise InvalidCommand(
+                    f"the file {part.name!r} was sent twice", errors=[{"loc": ["body", part.name], "msg": "sent twice"}]
+                )
+            job_type = fields.get("type")
+            _check_file(job_type, part.name)
+            stored[part.name] = await services.blobs.save_stream(
+                reader.data(),
+                part.filename or part.name,
+                max_bytes=limit,
+                accept=functools.partial(_check_file, job_type, part.name) if job_type else None,
+            )
+    except BaseException:
+        _drop(services, stored)
+        raise
+    return fields, stored
+
+
+async def _read_submission(request: Request, services: Services, limit: int) -> tuple[dict[str, Any], dict[str, StoredFile]]:
+    """The submission's fields (not yet validated) and its stored files (the caller deletes
+    them if the submission fails). Raises InvalidCommand, UnsupportedMediaType, PayloadTooLarge."""
     ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=3, max_fields=20, max_part_size=1024 * 1024)
-        files = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
-        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    files: dict[str, StoredFile] = {}
+    if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        if ctype.startswith("multipart/form-data"):
+            fields, files = await _read_multipart(request, services, limit)
+        else:  # bounded by AIORCH_MAX_BODY_BYTES (api.limits)
+            fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         try:
             parameters = json.loads(fields.get("parameters") or "{}")
         except ValueError:
+            _drop(services, files)
             raise InvalidCommand(
                 "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "invalid JSON"}]
             ) from None
         raw: dict[str, Any] = {**{k: v for k, v in fields.items() if k != "parameters" and v != ""}, "parameters": parameters}
     elif ctype.startswith("application/json"):
-        files = {}
         try:
             raw = await request.json()
         except ValueError:
             raise InvalidCommand("the body is not valid JSON", errors=[{"loc": ["body"], "msg": "invalid JSON"}]) from None
     else:
-        raise UnsupportedMediaType("send application/json or multipart/form-data")
+        raise UnsupportedMediaType("send application/json, application/x-www-form-urlencoded or multipart/form-data")
+    return raw, files
+
+
+def _job_in(raw: Any) -> JobIn:
     try:
-        return JobIn.model_validate(raw), files
+        return JobIn.model_validate(raw)
     except ValidationError as exc:
         errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise InvalidCommand("the job submission is invalid", errors=errors) from None
-
-
-def _store_files(services: Services, job_type: str, files: dict[str, UploadFile], limit: int) -> dict[str, dict[str, Any]]:
-    """Stream uploads into blob storage and check each sniffed type fits its field.
-
-    Raises UnsupportedMediaType (415) or PayloadTooLarge (413); stored blobs are removed.
-    """
-    accepted = FILE_FIELDS.get(job_type, {})
-    stored: dict[str, Any] = {}
-    try:
-        for field, upload in files.items():
-            blob = services.blobs.save_stream(
-                iter(functools.partial(upload.file.read, CHUNK), b""),
-                upload.filename or field,
-                max_bytes=limit,
-            )
-            stored[field] = blob
-            kinds = accepted.get(field, ())
-            if kinds and blob.content_type.split("/")[0] not in kinds:
-                raise UnsupportedMediaType(f"{field} is {blob.content_type}; a {job_type} job takes {' or '.join(kinds)} there")
-    except BaseException:
-        for blob in stored.values():
-            services.blobs.delete(blob.key)
-        raise
-    return {field: blob.describe() for field, blob in stored.items()}
 
 
 @router.post(
@@ -189,43 +223,46 @@ async def submit_job(
 
     ``Idempotency-Key`` (≤ 255 characters, per user): the same key and body answer the
     first job again; the same key with another body is refused (422)."""
-    body, files = await _read_submission(request, services)
-    try:
-        project_id = UUID(body.project)
-        agent_id = UUID(body.agent) if body.agent else None
-    except ValueError:
-        raise InvalidCommand(
-            "project and agent must be ids", errors=[{"loc": ["body", "project"], "msg": "not a UUID"}]
-        ) from None
-    platform = services.platform
-    # Validate everything that needs no upload first, so bad input stores nothing.
-    await asyncio.to_thread(platform.prepare_submission, body.type, body.parameters, agent_id, set(files), ctx)
+    require_writer(ctx.actor)  # viewers are refused before a byte of the body is read
     limit = await asyncio.to_thread(services.upload_limit, user["id"])
-    input_files = await asyncio.to_thread(_store_files, services, body.type, files, limit)
-    request_hash = hashlib.sha256(
-        json.dumps(
-            [
-                body.project,
-                body.type,
-                body.parameters,
-                body.agent,
-                body.priority,
-                {f: d["sha256"] for f, d in input_files.items()},
-            ],
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()
-    cmd = SubmitJob(
-        project_id, body.type, body.parameters, input_files, body.priority, agent_id, idempotency_key or None, request_hash
-    )
+    raw, files = await _read_submission(request, services, limit)
     try:
+        body = _job_in(raw)
+        try:
+            project_id = UUID(body.project)
+            agent_id = UUID(body.agent) if body.agent else None
+        except ValueError:
+            raise InvalidCommand(
+                "project and agent must be ids", errors=[{"loc": ["body", "project"], "msg": "not a UUID"}]
+            ) from None
+        platform = services.platform
+        await asyncio.to_thread(platform.prepare_submission, body.type, body.parameters, agent_id, set(files), ctx)
+        for field, blob in files.items():  # files sent before the type field were not checked yet
+            _check_file(body.type, field, blob.content_type)
+        input_files = {field: blob.describe() for field, blob in files.items()}
+        request_hash = hashlib.sha256(
+            json.dumps(
+                [
+                    body.project,
+                    body.type,
+                    body.parameters,
+                    body.agent,
+                    body.priority,
+                    {f: d["sha256"] for f, d in input_files.items()},
+                ],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()
+        cmd = SubmitJob(
+            project_id, body.type, body.parameters, input_files, body.priority, agent_id, idempotency_key or None, request_hash
+        )
         job_id, position = await asyncio.to_thread(platform.submit_job, cmd, ctx)
     except BaseException:
-        _drop(services, input_files)
+        _drop(services, files)
         raise
     if idempotency_key and (await asyncio.to_thread(platform.get_job, job_id)).input_files != input_files:
-        _drop(services, input_files)  # a replay: the first submission's files are the job's
+        _drop(services, files)  # a replay: the first submission's files are the job's
     return await created(
         services,
         position,
@@ -235,9 +272,10 @@ async def submit_job(
     )
 
 
-def _drop(services: Services, input_files: dict[str, dict[str, Any]]) -> None:
-    for f in input_files.values():
-        services.blobs.delete(f["blob"])
+def _drop(services: Services, files: dict[str, StoredFile]) -> None:
+    """Delete stored files of a submission that did not become a job."""
+    for blob in files.values():
+        services.blobs.delete(blob.key)
 
 
 @router.get("/{job_id}/", response_model=JobOut, dependencies=[ReadPosition])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
@@ -43,14 +45,19 @@ def test_password_hashes() -> None:
     assert not verify_password(None, "anything")
 
 
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
 def test_blobs_stream_hash_sniff_and_stay_inside_root(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
     wav_head = b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 100
-    blob = store.save_stream(iter([wav_head[:10], wav_head[10:]]), "../../etc/passwd.wav", max_bytes=1000)
+    blob = asyncio.run(store.save_stream(chunks(wav_head[:10], wav_head[10:]), "../../etc/passwd.wav", max_bytes=1000))
     assert blob.content_type == "audio/wav" and blob.size == len(wav_head)
     assert store.path(blob.key).is_relative_to(store.root) and blob.name == "passwd.wav"
     with pytest.raises(ValueError):
         store.path("../outside")
     with pytest.raises(PayloadTooLarge):
-        store.save_stream(iter([b"x" * 600, b"x" * 600]), "big.bin", max_bytes=1000)
+        asyncio.run(store.save_stream(chunks(b"x" * 600, b"x" * 600), "big.bin", max_bytes=1000))
     assert [p.name for p in store.root.rglob("*") if p.is_file()] == ["passwd.wav"]
