@@ -43,6 +43,7 @@ def api_app(system: System) -> FastAPI:
         catalog=system.catalog,
         signer=UrlSigner(secret),
         effective_settings=system.effective_settings,
+        public_url=s.public_url,
     )
     if s.kafka_bootstrap_servers:
         services.broker_check = broker_check(s.kafka_bootstrap_servers)

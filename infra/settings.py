@@ -96,7 +96,6 @@ class Settings(BaseSettings):
         """``AIORCH_CORS_ORIGINS`` split on commas, blanks dropped."""
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
-
     @property
     def trusted_proxy_list(self) -> list[str]:
         """``AIORCH_TRUSTED_PROXIES`` split on commas, blanks dropped."""

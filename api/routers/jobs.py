@@ -120,7 +120,7 @@ async def _read_submission(request: Request, services: Services) -> tuple[JobIn,
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
         try:
             parameters = json.loads(fields.get("parameters") or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise InvalidCommand(
                 "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "invalid JSON"}]
             ) from None
@@ -129,7 +129,7 @@ async def _read_submission(request: Request, services: Services) -> tuple[JobIn,
         files = {}
         try:
             raw = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidCommand("the body is not valid JSON", errors=[{"loc": ["body"], "msg": "invalid JSON"}]) from None
     else:
         raise UnsupportedMediaType("send application/json or multipart/form-data")
@@ -317,7 +317,7 @@ def job_logs(
     services: ServicesDep,
     user: CurrentUser,
     params: Annotated[PageParams, Depends(page_params)],
-    after: Annotated[int | None, Query(ge=0, description="only lines stored after this position")] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="only lines stored after this position")] = None,
 ) -> dict[str, Any]:
     """The job's log lines in order ``{at, level, message}``, paginated; ``?after=`` a position."""
     load_job(services, user, str(job_id))
