@@ -1,16 +1,17 @@
-"""The FastAPI application: routers, problem+json errors, request ids, CORS."""
+"""The FastAPI application: routers, problem+json errors, request ids, security headers, CORS."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.audit import AuditMiddleware
 from api.deps import Services
+from api.headers import SecurityHeadersMiddleware, security_headers
 from api.limits import BodyLimits
 from api.routers import config, history, jobs, live, ops, projects, results, tokens, users
 
@@ -31,13 +32,17 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None, max
         version="0.1.0",
         description="Event-sourced orchestration of AI media jobs (STT, TTS and more). "
         "Log in at POST /api/token/ and send `Authorization: Bearer <access>`.",
+        dependencies=[Depends(errors.clean_parameters)],
     )
     app.state.services = services
     app.state.metrics = ops.Metrics(services)
-    # innermost, so that its 413 reaches the routes unwrapped by the BaseHTTPMiddleware task groups
+    # pure ASGI layers, innermost first (the last added is the outermost)
     app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_upload_bytes=services.max_upload_bytes)
     app.add_middleware(AuditMiddleware)
+    app.add_middleware(ops.RequestMetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(errors.RequestIdMiddleware)
+    app.add_middleware(errors.UnhandledErrorMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, headers=security_headers(services.public_url))
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -7,11 +7,14 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, Engine, Index, Integer, MetaData, String, Table, func, insert, select
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import without_controls
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -73,43 +76,91 @@ def outcome_of(status: int) -> str:
 
 
 def command_name(request: Request) -> str:
-    """The command a request attempted: its route's endpoint name in CamelCase."""
-    endpoint = request.scope.get("endpoint")
-    name = getattr(endpoint, "__name__", "") or request.url.path
+    """The command a request attempted: its route's endpoint name in CamelCase (empty when
+    no route matched)."""
+    name = getattr(request.scope.get("endpoint"), "__name__", "")
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-class AuditMiddleware(BaseHTTPMiddleware):
-    """Records each POST/PUT/PATCH/DELETE under ``/api/`` after it is answered."""
+COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+
+def is_command(request: Request, status: int) -> bool:
+    """Whether a request is a command attempt to audit: a POST/PUT/PATCH/DELETE under
+    ``/api/`` that reached a route accepting its method. Unknown paths, methods a route does
+    not take (405) and 404s without a user are not: anonymous clients cannot grow the log
+    with made-up paths, while every real attempt, refused ones included, is recorded."""
+    if request.method not in COMMAND_METHODS or not request.url.path.startswith("/api/"):
+        return False
+    if request.scope.get("endpoint") is None or status == 405:
+        return False
+    return not (status == 404 and not getattr(request.state, "user", None))
+
+
+class AuditMiddleware:
+    """Records each command attempt (see :func:`is_command`) when it is answered, before
+    the answer reaches the client (so a client that saw a refusal finds it in the log), and
+    counts it in the ``aiorch_commands`` metrics. An exception no handler took is recorded
+    with status 500 and re-raised. Pure ASGI."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in COMMAND_METHODS:
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.url.path.startswith("/api/"):
-            user = getattr(request.state, "user", None) or {}
-            params = request.scope.get("path_params") or {}
-            target = getattr(request.state, "audit_target", None) or "/".join(str(v) for v in params.values()) or None
-            row = {
-                "at": datetime.now(UTC),
-                "actor_id": user.get("id"),
-                "actor_username": user.get("username"),
-                "command": command_name(request),
-                "target": target,
-                "outcome": outcome_of(response.status_code),
-                "status": response.status_code,
-                "request_id": getattr(request.state, "request_id", ""),
-            }
-            metrics = getattr(request.app.state, "metrics", None)
-            if metrics is not None:
-                metrics.commands.labels(row["command"], row["outcome"]).inc()
-                metrics.command_seconds.labels(row["command"]).observe(time.perf_counter() - started)
-            try:
-                engine: Engine = request.app.state.services.engine
-                with engine.begin() as conn:
-                    conn.execute(insert(audit_log).values(row))
-            except Exception:  # an audit write must not turn an answer into an error
-                log.exception("could not record the audit row %s", row)
-        return response
+        recorded = False
+
+        async def record(status: int) -> None:
+            nonlocal recorded
+            recorded = True
+            request = Request(scope)
+            if is_command(request, status):
+                await _record(request, status, time.perf_counter() - started)
+
+        async def send_after_record(message: Message) -> None:
+            if message["type"] == "http.response.start" and not recorded:
+                await record(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_record)
+        except Exception:
+            if not recorded:
+                await record(500)
+            raise
+
+
+async def _record(request: Request, status: int, seconds: float) -> None:
+    user: dict[str, Any] = getattr(request.state, "user", None) or {}
+    params = request.scope.get("path_params") or {}
+    target = getattr(request.state, "audit_target", None) or "/".join(str(v) for v in params.values()) or None
+    row = {
+        "at": datetime.now(UTC),
+        "actor_id": user.get("id"),
+        "actor_username": user.get("username"),
+        "command": command_name(request),
+        "target": without_controls(target)[:300] if target else None,
+        "outcome": outcome_of(status),
+        "status": status,
+        "request_id": getattr(request.state, "request_id", ""),
+    }
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.commands.labels(row["command"], row["outcome"]).inc()
+        metrics.command_seconds.labels(row["command"]).observe(seconds)
+    engine: Engine = request.app.state.services.engine
+
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.execute(insert(audit_log).values(row))
+
+    try:
+        await run_in_threadpool(write)
+    except Exception:  # an audit write must not turn an answer into an error
+        log.exception("could not record the audit row %s", row)
 
 
 def recent_failures(engine: Engine, username: str, window_s: float = 300.0) -> tuple[int, datetime | None]:

@@ -77,10 +77,12 @@ class Services:
         catalog: Any,
         signer: UrlSigner,
         effective_settings: Any,
+        public_url: str | None = None,
     ) -> None:
         self.platform, self.engine, self.blobs, self.tokens = platform, engine, blobs, tokens
         self.read_wait_s, self.max_upload_bytes, self.catalog = read_wait_s, max_upload_bytes, catalog
         self.signer, self.effective_settings = signer, effective_settings
+        self.public_url = public_url  # AIORCH_PUBLIC_URL; https turns on HSTS
         self.broker_check: Callable[[], str] | None = None  # "ok" or why the broker is unreachable
         self.processors_check: Callable[[], Any] | None = None
         self.hub: Any = None  # api.live.LiveHub, set by the composition root

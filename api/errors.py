@@ -1,4 +1,10 @@
-"""RFC 9457 problem+json for every error, and the request id of every response."""
+"""RFC 9457 problem+json for every error, and the request id of every response.
+
+Two pure-ASGI layers (no ``BaseHTTPMiddleware``): :class:`UnhandledErrorMiddleware`, outside
+everything of ours, turns an exception no handler took into a 500 problem+json (Starlette's own
+``ServerErrorMiddleware`` would answer plain text), and :class:`RequestIdMiddleware` gives
+each request its id. :func:`clean_parameters` refuses control characters in query and path
+parameters before any route reads them."""
 
 from __future__ import annotations
 
@@ -8,15 +14,16 @@ from typing import Any
 
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocketException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError as SAOperationalError
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from commands.errors import DomainError
+from commands.errors import DomainError, InvalidCommand
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -52,17 +59,104 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-class RequestIdMiddleware(BaseHTTPMiddleware):
-    """Accept ``X-Request-ID`` (≤ 200 printable characters) or generate one; echo it."""
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        rid = request.headers.get("x-request-id", "")
+def ensure_request_id(scope: Scope) -> str:
+    """The request id of ``scope``, assigned once into ``scope["state"]``: a valid
+    ``X-Request-ID`` (≤ 200 printable characters) or a new UUID4."""
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if not isinstance(rid, str):
+        rid = Headers(scope=scope).get("x-request-id", "")
         if not rid or len(rid) > 200 or not rid.isprintable():
             rid = str(uuid.uuid4())
-        request.state.request_id = rid
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+        state["request_id"] = rid
+    return rid
+
+
+class RequestIdMiddleware:
+    """Accept ``X-Request-ID`` (≤ 200 printable characters) or generate one; echo it on
+    every HTTP answer. Pure ASGI; WebSockets pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ensure_request_id(scope)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class UnhandledErrorMiddleware:
+    """The last line: an exception that no handler took answers 500 problem+json with the
+    request id (``instance`` and ``X-Request-ID``) and is logged with its traceback; the
+    exception's text never reaches the client. Register it outside every other layer of
+    ours (CORS may stay outside it, so that browsers can read the 500). When the answer had
+    already begun, the exception is re-raised and the server drops the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            rid = ensure_request_id(scope)
+            log.exception("unhandled error answering %s %s (request %s)", scope.get("method"), scope.get("path"), rid)
+            if started:
+                raise
+            response = problem(
+                Request(scope),
+                500,
+                "Internal server error",
+                "an unexpected error occurred; quote the request id (instance) when reporting it",
+                slug="internal-error",
+                headers={"X-Request-ID": rid},
+            )
+            await response(scope, receive, send)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def without_controls(text: str) -> str:
+    """``text`` with each C0 control character and DEL (PostgreSQL refuses NUL) as U+FFFD."""
+    return "".join("\ufffd" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)
+
+
+def clean_parameters(conn: HTTPConnection) -> None:
+    """An app-wide dependency: no query or path parameter (name or value) may hold a C0
+    control character (U+0000–U+001F) or DEL, which no filter or id needs and PostgreSQL
+    refuses (NUL). Raises InvalidCommand (422 naming the parameters); a WebSocket is refused
+    at its handshake (close 1008) instead."""
+    bad = [("query", without_controls(k)[:100]) for k, v in conn.query_params.multi_items() if _has_control(k) or _has_control(v)]
+    bad += [("path", k) for k, v in conn.path_params.items() if isinstance(v, str) and _has_control(v)]
+    if not bad:
+        return
+    if conn.scope["type"] == "websocket":
+        raise WebSocketException(code=1008, reason="control characters in the parameters")
+    raise InvalidCommand(
+        "parameters must not contain control characters",
+        errors=[{"loc": list(loc), "msg": "control characters are not allowed"} for loc in dict.fromkeys(bad)],
+    )
 
 
 class ServiceUnavailable(Exception):

@@ -9,19 +9,22 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, Select, func, select
 
 MAX_PAGE_SIZE = 500
+#: the highest ``?page=``: its offset (page × page size) stays far inside PostgreSQL's
+#: bigint, and no list comes near it; beyond → 422 naming ``page``
+MAX_PAGE = 1_000_000_000
 
 
 class PageParams(BaseModel):
-    """``?page=`` (1-based) and ``?page_size=`` (default 50, max 500)."""
+    """``?page=`` (1-based, ≤ 10⁹) and ``?page_size=`` (default 50, max 500)."""
 
     page: int = 1
     page_size: int = 50
 
 
 def page_params(
-    page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1, page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50
 ) -> PageParams:
-    """The page query parameters."""
+    """The page query parameters (422 when out of their bounds)."""
     return PageParams(page=page, page_size=page_size)
 
 

@@ -46,6 +46,7 @@ def api_app(system: System) -> FastAPI:
         catalog=system.catalog,
         signer=UrlSigner(secret),
         effective_settings=system.effective_settings,
+        public_url=s.public_url,
     )
     services.login_guard = LoginGuard(system.engine, s.max_password_checks, s.trusted_proxy_list)
     if s.kafka_bootstrap_servers:

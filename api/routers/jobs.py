@@ -176,7 +176,7 @@ async def _read_submission(request: Request, services: Services, limit: int) -> 
             fields = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         try:
             parameters = json.loads(fields.get("parameters") or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             _drop(services, files)
             raise InvalidCommand(
                 "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "invalid JSON"}]
@@ -185,7 +185,7 @@ async def _read_submission(request: Request, services: Services, limit: int) -> 
     elif ctype.startswith("application/json"):
         try:
             raw = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidCommand("the body is not valid JSON", errors=[{"loc": ["body"], "msg": "invalid JSON"}]) from None
     else:
         raise UnsupportedMediaType("send application/json, application/x-www-form-urlencoded or multipart/form-data")
@@ -363,7 +363,7 @@ def job_logs(
     services: ServicesDep,
     user: CurrentUser,
     params: Annotated[PageParams, Depends(page_params)],
-    after: Annotated[int | None, Query(ge=0, description="only lines stored after this position")] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="only lines stored after this position")] = None,
 ) -> dict[str, Any]:
     """The job's log lines in order ``{at, level, message}``, paginated; ``?after=`` a position."""
     load_job(services, user, str(job_id))

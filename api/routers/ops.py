@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import audit_log
 from api.auth import actor_of
@@ -30,12 +31,24 @@ from projections.generations import serving_generation, tracking_name
 router = APIRouter(tags=["operations"])
 
 
+UNMATCHED = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
-    """The API process's Prometheus registry: command outcomes and latencies counted here,
-    lags and job figures read from the store and read models at scrape time."""
+    """The API process's Prometheus registry: requests, command outcomes and latencies
+    counted here, lags and job figures read from the store and read models at scrape time.
+    Every label comes from a bounded set (route templates, command names, method names,
+    status codes): what a client sends never becomes a label."""
 
     def __init__(self, services: Services) -> None:
         self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "aiorch_http_requests",
+            f"HTTP requests by route template ({UNMATCHED!r} for paths no route matched), method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
         self.commands = Counter(
             "aiorch_commands", "Command attempts by command and outcome", ["command", "outcome"], registry=self.registry
         )
@@ -44,6 +57,40 @@ class Metrics:
         )
         self.ws_connections = 0
         self.registry.register(_StoreCollector(services, self))
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route that answered (e.g. ``/api/jobs/{job_id}/``), or
+    ``unmatched`` when none did (unknown paths, slash redirects)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) if scope.get("endpoint") is not None else None
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class RequestMetricsMiddleware:
+    """Counts every HTTP answer in ``aiorch_http_requests`` by :func:`route_label`, method
+    (others as ``OTHER``) and status. Pure ASGI; a request that raised counts as 500."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self.metrics.requests.labels(route_label(scope), method, str(status)).inc()
 
 
 class _StoreCollector(Collector):
@@ -205,7 +252,7 @@ def audit(
         return paginate(request, conn, stmt.order_by(audit_log.c.id.desc()), params, audit_json)
 
 
-__all__ = ["Metrics", "router"]
+__all__ = ["Metrics", "RequestMetricsMiddleware", "route_label", "router"]
 
 
 def dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
