@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import check_token
@@ -90,7 +91,7 @@ class BodyLimits:
             await self._too_large(request, limit)(scope, receive, send)
             return
         has_body = bool(declared) or "chunked" in request.headers.get("transfer-encoding", "").lower()
-        if has_body and self.needs_user(request):
+        if has_body and self.needs_user(request) and self._route(scope):
             refusal = await self._authenticate(request)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -117,6 +118,25 @@ class BodyLimits:
             if started:
                 raise
             await self._too_large(request, limit)(scope, receive, send)
+
+    @staticmethod
+    def _route(scope: Scope) -> bool:
+        """Whether a route takes this path and method. Its endpoint goes into ``scope`` so
+        that an early refusal is audited as that command; an unknown path is left to the
+        router (404, body unread)."""
+        routes = list(getattr(getattr(scope.get("app"), "router", None), "routes", ()))
+        while routes:
+            route = routes.pop(0)
+            match, child = route.matches(scope)
+            if match is not Match.FULL:
+                continue
+            included = getattr(route, "original_router", None)  # FastAPI's included routers
+            if included is not None and "endpoint" not in child:
+                routes = list(included.routes)
+                continue
+            scope.update(child)
+            return True
+        return False
 
     @staticmethod
     def _too_large(request: Request, limit: int) -> Response:
