@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from api.errors import ServiceUnavailable
+
 log = logging.getLogger(__name__)
 
 #: the channel projections/projector.py ``run_once`` NOTIFYs after each committed batch
@@ -130,10 +132,19 @@ class ReadWaiter:
                 level = logging.WARNING if self._failures == 1 else logging.DEBUG
                 log.log(level, "read waiter lost its connection; polling", exc_info=True)
                 self._close()
+                self._fail_waiting()
                 self._stop.wait(min(self.poll_s * self._failures, 10.0))
                 with contextlib.suppress(Exception):
                     self.refresh()
         self._close()
+
+    def _fail_waiting(self) -> None:
+        """The database went away: pending waits answer 503 now instead of waiting it out."""
+        with self._changed:
+            failing = list(self._waiters)
+        for _, loop, future in failing:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_fail, future)
 
     def _listen(self) -> None:
         self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
@@ -149,6 +160,11 @@ class ReadWaiter:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def _fail(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_exception(ServiceUnavailable("the database is unavailable; retry shortly", retry_after=2))
 
 
 def _resolve(future: asyncio.Future[bool]) -> None:
