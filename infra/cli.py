@@ -400,6 +400,41 @@ def audit_verify() -> None:
     typer.echo("every read-model row matches the store")
 
 
+processors_app = typer.Typer(no_args_is_help=True, help="Processors that run jobs (their heartbeats).")
+app.add_typer(processors_app, name="processors")
+
+
+@processors_app.command("list")
+def processors_list(
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON array")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="also processors whose heartbeat aged out (dead)")] = False,
+) -> None:
+    """Live processors (a heartbeat within three of their intervals): id, host, types,
+    current job, last heartbeat."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from infra.membership import ProcessorRoster
+
+    system = bootstrap(load_settings(), create_tables=False)
+    try:
+        members = ProcessorRoster(system.engine).members(include_dead=all_)
+    finally:
+        system.close()
+    if as_json:
+        typer.echo(json.dumps(members, indent=2))
+        return
+    table = Table("id", "host", "types", "current job", "last heartbeat", *(["state"] if all_ else []))
+    for m in members:
+        beat = f"{m['last_heartbeat_at']} ({m['heartbeat_age_s']:.1f} s ago)"
+        state = ["live" if m["live"] else "dead"] if all_ else []
+        table.add_row(m["id"], m["host"], ",".join(m["types"]), m["current_job"] or "-", beat, *state)
+    Console(width=200).print(table)
+    typer.echo(f"{sum(m['live'] for m in members)} live processor(s)", err=True)
+
+
 def main() -> None:
     """Console-script entry point. Files the roles create (secrets, runtime.json, blobs,
     logs) are this user's alone: umask 077."""

@@ -1,7 +1,7 @@
 """Leases of running jobs: a claimed job is owned by one processor until its lease
 expires; heartbeats renew it. Heartbeats are cheap row updates, not events.
 
-The reaper (in the relay process) ends the attempt of every running job whose lease
+The reaper (in the relay process, under the relay's leadership) ends the attempt of every running job whose lease
 expired or was never written, as ``worker_lost`` — retried if attempts are left."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 
 from commands.context import Actor, Context
 from commands.errors import Conflict
@@ -39,7 +40,10 @@ class LeaseStore:
 
     def __init__(self, engine: Engine, lease_s: float) -> None:
         self.engine, self.lease_s = engine, lease_s
-        metadata.create_all(engine)
+        try:
+            metadata.create_all(engine)
+        except DBAPIError:  # another instance created it at the same moment
+            metadata.create_all(engine)
 
     def _until(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.lease_s)

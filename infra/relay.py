@@ -4,7 +4,20 @@ acknowledged (at-least-once; consumers dedupe by aggregate id + version). An eve
 cannot decode is parked in ``projection_failures`` (name ``relay``) and skipped.
 
 It also runs the reconciler: jobs pending past ``requeue_after_s`` have their work
-published again (Kafka delivers, it does not remember; the claim makes duplicates harmless).
+published again (Kafka delivers, it does not remember; the claim makes duplicates harmless),
+and the lease reaper.
+
+Several relays may run (ARCHITECTURE.md invariant 12): only the one holding the ``relay``
+leadership (:mod:`infra.leadership`) publishes, reaps and reconciles; the others stand by
+and take over within about a second of its death (``kill -9`` included), resuming from the
+tracked position. The leader checks it still leads before each batch, so a deposed leader
+stops; what it sent between losing the lock and that check is at most one batch, published
+again by the new leader (at-least-once). Recording a position never moves it backwards, so a
+late write of a deposed leader cannot make the new one repeat more.
+
+The reaper and reconciler share the relay's lock rather than having their own: the
+reconciler publishes through the relay's producer, both are cheap, and one elected process
+per deployment for "the things that must be single" keeps failover one story.
 """
 
 from __future__ import annotations
@@ -17,11 +30,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kafka.errors import KafkaError
-from sqlalchemy import BigInteger, Column, DateTime, Engine, MetaData, String, Table, select
+from sqlalchemy import BigInteger, Column, DateTime, Engine, MetaData, String, Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 
 from events import JobDeadLettered, JobRetried, JobSubmitted, to_envelope
+from infra.db import conninfo
 from infra.kafka import dead_letter_topic, events_topic, make_producer, work_topic
+from infra.leadership import Leadership, lead_forever
 from projections import failures
 from projections import tables as rm
 from projections.follow import NotificationSource, StoreWaiter
@@ -50,6 +66,8 @@ class OutboxRelay:
         engine: SQLAlchemy engine of the store's database (tracking table lives there).
         source: the store's recorder; ``decode`` its mapper's ``to_domain_event``.
         bootstrap: Kafka bootstrap servers; ``prefix``: topic prefix.
+        leadership: the lock :meth:`run_forever` publishes under (default: ``relay`` on
+            ``engine``'s database).
     """
 
     name = "outbox_relay"
@@ -68,17 +86,23 @@ class OutboxRelay:
         requeue_after_s: float = 30.0,
         reconcile_interval_s: float = 10.0,
         reaper: Callable[[], int] | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.engine, self.source, self.decode, self.bootstrap = engine, source, decode, bootstrap
         self.prefix, self.waiter, self.batch_size = prefix, waiter, batch_size
         self.poll_interval_s, self.requeue_after_s = poll_interval_s, requeue_after_s
         self.reconcile_interval_s = reconcile_interval_s
         self.reaper = reaper
+        self.leadership = leadership or Leadership(conninfo(engine.url.render_as_string(hide_password=False)), "relay")
+        self._backoff = 0.2
         self._producer: Any = None
         self._stop = threading.Event()
         self._last_reconcile = 0.0
         self.published = 0
-        metadata.create_all(engine)
+        try:
+            metadata.create_all(engine)
+        except DBAPIError:  # another instance created it at the same moment
+            metadata.create_all(engine)
 
     # -- position ------------------------------------------------------------------------
 
@@ -91,8 +115,12 @@ class OutboxRelay:
         stmt = pg_insert(relay_tracking).values(name=self.name, position=position, updated_at=datetime.now(UTC))
         with self.engine.begin() as conn:
             conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["name"], set_={"position": position, "updated_at": stmt.excluded.updated_at}
+                stmt.on_conflict_do_update(  # never backwards (a deposed leader's late write)
+                    index_elements=["name"],
+                    set_={
+                        "position": func.greatest(relay_tracking.c.position, stmt.excluded.position),
+                        "updated_at": stmt.excluded.updated_at,
+                    },
                 )
             )
 
@@ -209,35 +237,39 @@ class OutboxRelay:
         return len(rows)
 
     def run_forever(self) -> None:
-        """Relay until :meth:`stop`, backing off and reconnecting on broker errors."""
-        backoff = 0.2
-        while not self._stop.is_set():
-            try:
-                n = self.run_once()
-                if time.monotonic() - self._last_reconcile > self.reconcile_interval_s:
-                    self._last_reconcile = time.monotonic()
-                    if self.reaper is not None:
-                        self.reaper()
-                    self.reconcile()
-                backoff = 0.2
-                if n == self.batch_size:
-                    continue
-            except KafkaError as exc:
-                log.warning("broker unavailable (%s); retrying in %.1f s", exc, backoff)
-                self._reset_producer()
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            except Exception:
-                log.exception("relay failed; retrying")
-                self._reset_producer()
-                self._stop.wait(1.0)
-                continue
-            if self.waiter is not None:
-                self.waiter.wait(self.poll_interval_s)
-            else:
-                self._stop.wait(self.poll_interval_s)
-        self._reset_producer()
+        """Relay until :meth:`stop` while this instance leads (standing by otherwise),
+        backing off and reconnecting on broker errors."""
+        try:
+            lead_forever(self.leadership, self._stop, self.step)
+        finally:
+            self._reset_producer()
+
+    def step(self) -> float:
+        """One unit of the leader's work: a batch, and the reaper and reconciler when due.
+        Returns the seconds to wait before the next (0 once it has waited for the store)."""
+        try:
+            n = self.run_once()
+            if time.monotonic() - self._last_reconcile > self.reconcile_interval_s:
+                self._last_reconcile = time.monotonic()
+                if self.reaper is not None:
+                    self.reaper()
+                self.reconcile()
+            self._backoff = 0.2
+        except KafkaError as exc:
+            wait, self._backoff = self._backoff, min(self._backoff * 2, 5.0)
+            log.warning("broker unavailable (%s); retrying in %.1f s", exc, wait)
+            self._reset_producer()
+            return wait
+        except Exception:
+            log.exception("relay failed; retrying")
+            self._reset_producer()
+            return 1.0
+        if n == self.batch_size:
+            return 0.0
+        if self.waiter is None:
+            return self.poll_interval_s
+        self.waiter.wait(self.poll_interval_s)
+        return 0.0
 
     def close(self) -> None:
         """Close the Kafka producer (a new one is made on the next publish)."""

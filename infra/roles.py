@@ -25,7 +25,9 @@ from commands.errors import Conflict
 from commands.messages import CreateUser
 from infra.bootstrap import System
 from infra.db import conninfo
+from infra.leadership import Leadership
 from infra.leases import LeaseStore, reap
+from infra.membership import ProcessorRoster, processors_check
 from infra.relay import OutboxRelay
 from infra.secrets import secret_key
 
@@ -51,6 +53,7 @@ def api_app(system: System) -> FastAPI:
     services.login_guard = LoginGuard(system.engine, s.max_password_checks, s.trusted_proxy_list)
     if s.kafka_bootstrap_servers:
         services.broker_check = broker_check(s.kafka_bootstrap_servers)
+    services.processors_check = processors_check(ProcessorRoster(system.engine))
     waiter = system.store_waiter()
     services.reads = ReadWaiter(conninfo(system.database_url), system.projector_position)
     services.hub = LiveHub(
@@ -149,11 +152,19 @@ def broker_check(bootstrap: str, ttl_s: float = 5.0) -> Callable[[], str]:
 
 
 def relay(system: System) -> OutboxRelay:
-    """The outbox relay of ``system``. Raises RuntimeError without a broker address."""
+    """The outbox relay of ``system``, active only while it holds the ``relay`` leadership
+    (its reaper and reconciler run under the same lock; see :mod:`infra.relay`). Raises
+    RuntimeError without a broker address."""
     s = system.settings
     if not s.kafka_bootstrap_servers:
         raise RuntimeError("no broker: set AIORCH_KAFKA_BOOTSTRAP_SERVERS, or start the system with `aiorch up`")
     leases = LeaseStore(system.engine, s.lease_s)
+    roster = ProcessorRoster(system.engine)
+
+    def reaper() -> int:
+        roster.prune()  # forget processors dead for a day
+        return reap(system.platform, leases)
+
     return OutboxRelay(
         system.engine,
         system.platform.recorder,
@@ -164,7 +175,8 @@ def relay(system: System) -> OutboxRelay:
         poll_interval_s=max(s.poll_interval_s * 10, 0.2),
         requeue_after_s=s.requeue_after_s,
         reconcile_interval_s=s.reconcile_interval_s,
-        reaper=lambda: reap(system.platform, leases),
+        reaper=reaper,
+        leadership=Leadership(conninfo(system.database_url), "relay"),
     )
 
 
@@ -298,4 +310,5 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
         better_job=better_job,
         remote_engine=remote_engines(system),
         stale_check_s=max(s.requeue_after_s, 1.0),
+        roster=ProcessorRoster(system.engine),
     )

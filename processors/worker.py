@@ -25,6 +25,7 @@ from commands.job import PENDING, Job
 from commands.messages import StartJob
 from commands.service import Platform
 from processors.engines.base import Engine
+from processors.membership import Heartbeat, Member, Roster
 from processors.run import JobRun, Lease, RunTuning
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class Processor:
             ``types`` pending longer than the requeue threshold (read model), or None; such
             work is claimed directly, and when the consumer has been silent meanwhile it is
             recreated, since a consumer of a restarted broker may hear nothing more.
+        roster: where its membership row is kept fresh every ``tuning.heartbeat_s`` seconds
+            while :meth:`run_forever` runs (see :mod:`processors.membership`).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Processor:
         max_run_s: Callable[[str], float] | None = None,
         better_job: Callable[[list[str], str, str], dict[str, Any] | None] | None = None,
         remote_engine: Callable[[Job], Engine | None] | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
         self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
@@ -78,6 +82,9 @@ class Processor:
         self._consumer: Any = None
         self.completed: list[str] = []  # job ids finished here, newest last (for tests/metrics)
         self.close_engines = True  # False when the engines are shared (tests)
+        self.roster = roster
+        self.current_job: str | None = None  # the id of the job it runs now
+        self._heartbeat: Heartbeat | None = None
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -85,6 +92,10 @@ class Processor:
         """Load engines, then consume and run jobs until :meth:`stop`."""
         for engine in self.engines.values():
             engine.load()
+        if self.roster is not None:
+            member = Member(self.processor_id, tuple(self.engines), self.tuning.heartbeat_s)
+            self._heartbeat = Heartbeat(self.roster, member, lambda: self.current_job)
+            self._heartbeat.start()
         last_message = last_stale_check = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -121,6 +132,8 @@ class Processor:
                 log.exception("processor %s: consumer error; reconnecting", self.processor_id)
                 self._reset_consumer()
                 self._stop.wait(1.0)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()  # a clean stop: the row goes
         self._reset_consumer()
         if self.close_engines:
             for engine in self.engines.values():
@@ -185,10 +198,19 @@ class Processor:
         limits = self.limits(job.owner_id) if self.limits else {}
         tuning = replace(self.tuning, max_run_s=self.max_run_s(job.type)) if self.max_run_s else self.tuning
         run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, tuning, limits, lease, self._stop)
-        status = self._run_beside_poll(run, consumer)
+        self._set_current(str(job_id))
+        try:
+            status = self._run_beside_poll(run, consumer)
+        finally:
+            self._set_current(None)
         self.completed.append(str(job_id))
         log.info("job %s (%s) %s on %s", job_id, job_type, status, self.processor_id)
         return status
+
+    def _set_current(self, job_id: str | None) -> None:
+        self.current_job = job_id
+        if self._heartbeat is not None:
+            self._heartbeat.poke()
 
     def _retry_deferred(self, consumer: Any) -> None:
         """Try again the work that waited for its owner's free slot (oldest first)."""

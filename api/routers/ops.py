@@ -176,7 +176,9 @@ def ready(services: ServicesDep) -> JSONResponse:
     """``{status: ok|degraded|down, checks}``. The API needs the database (503 when it is
     down); a broker, relay or projector problem makes it ``degraded`` but still ready, and
     so does any parked event (``checks.projection_failures``: how many the serving read
-    models and the relay could not apply, see ``aiorch projections failures``)."""
+    models and the relay could not apply, see ``aiorch projections failures``), and a job
+    type with pending work that no live processor serves (``checks.processors``:
+    ``{live: [{id, host, types, current_job, last_heartbeat_at}], unserved: [types]}``)."""
     checks: dict[str, Any] = {}
     status = "ok"
     try:
@@ -193,9 +195,10 @@ def ready(services: ServicesDep) -> JSONResponse:
         status = "down"
     broker = services.broker_check() if services.broker_check else "not configured"
     checks["broker"] = broker
-    checks["processors"] = services.processors_check() if services.processors_check else "unknown"
+    processors = checks["processors"] = services.processors_check() if services.processors_check else "unknown"
     if status == "ok" and (
         broker != "ok"
+        or (isinstance(processors, dict) and bool(processors.get("unserved")))
         or checks.get("projection_lag", 0) > 1000
         or checks.get("relay_lag", 0) > 1000
         or checks.get("projection_failures", 0) > 0
