@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy import BigInteger, Column, DateTime, Engine, MetaData, String, Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -159,12 +159,32 @@ class OutboxRelay:
                 raise
             except Exception as exc:  # noqa: BLE001 - nothing stored may stop the relay
                 self._park(n, exc)
-        producer.flush(timeout=15)
-        for f in futures:
-            f.get(timeout=15)  # raises if the broker refused
+        self._await_acks(producer, futures)
         self._record(notifications[-1].id)
         self.published += len(notifications)
         return len(notifications)
+
+    def _await_acks(self, producer: Any, futures: list[Any], timeout_s: float = 15.0) -> None:
+        """Wait up to ``timeout_s`` seconds for the broker to acknowledge ``futures``, in
+        slices of 0.5 s so that :meth:`stop` is honoured within about half a second even
+        while the broker is down.
+
+        Raises:
+            KafkaTimeoutError: the broker did not acknowledge in time, or the relay is stopping.
+            KafkaError: the broker refused a message.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                producer.flush(timeout=0.5)
+                break
+            except KafkaTimeoutError:
+                if self._stop.is_set():
+                    raise KafkaTimeoutError("the relay is stopping; the batch is published again later") from None
+                if time.monotonic() >= deadline:
+                    raise
+        for f in futures:
+            f.get(timeout=max(0.1, deadline - time.monotonic()))  # raises if the broker refused
 
     def _messages(self, n: Any) -> list[tuple[str, str, dict[str, Any]]]:
         """``[(topic, key, value)]`` to publish for stored notification ``n``: its envelope,
@@ -208,9 +228,7 @@ class OutboxRelay:
             raise LookupError(f"no stored event at position {position}")
         producer = self._get_producer()
         futures = [producer.send(topic, key=key, value=value) for topic, key, value in self._messages(found[0])]
-        producer.flush(timeout=15)
-        for f in futures:
-            f.get(timeout=15)
+        self._await_acks(producer, futures)
 
     def reconcile(self) -> int:
         """Publish work again for jobs pending longer than ``requeue_after_s``; returns how many."""
@@ -230,9 +248,7 @@ class OutboxRelay:
             )
             for r in rows
         ]
-        producer.flush(timeout=15)
-        for f in futures:
-            f.get(timeout=15)
+        self._await_acks(producer, futures)
         log.info("reconciler published work again for %d pending jobs", len(rows))
         return len(rows)
 
