@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, Callable
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Protocol
+from typing import Annotated, Any, BinaryIO, Protocol, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,6 +22,8 @@ from commands.errors import Conflict, Unauthenticated
 from commands.service import Platform
 from projections import tables as t
 from projections.projector import current_position
+
+T = TypeVar("T")
 
 
 class StoredFile(Protocol):
@@ -123,6 +125,22 @@ class Services:
         if self.reads is not None:
             return bool(await self.reads.wait(position, timeout))
         return await asyncio.to_thread(self.wait_for, position, timeout)
+
+    async def command(self, handler: Callable[..., T], *args: Any) -> T:
+        """Run the command ``handler(*args)`` in a worker thread and return its result.
+
+        Raises:
+            ServiceUnavailable: (503) the read waiter lost the database while the command
+                ran — the API answers at once instead of riding the outage out inside the
+                event store's retries. The command may still commit once the database is
+                back; clients resend with an ``Idempotency-Key`` to learn whether it did.
+            Whatever ``handler`` raises.
+        """
+        call = asyncio.to_thread(handler, *args)
+        if self.reads is None:
+            return await call
+        result: T = await self.reads.unless_database_lost(call)
+        return result
 
     async def beyond_head(self, position: int) -> int | None:
         """The store's head if ``position`` is beyond it (no write returned it), else None.

@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import psycopg
 
 from api.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: the channel projections/projector.py ``run_once`` NOTIFYs after each committed batch
 CHANNEL = "aiorch_projected"
@@ -85,6 +88,35 @@ class ReadWaiter:
             with self._lock, contextlib.suppress(ValueError):
                 self._waiters.remove(entry)
 
+    async def unless_database_lost(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` and return its result, unless the listener loses the
+        database first.
+
+        Raises:
+            ServiceUnavailable: (503) the listener's connection broke before ``awaitable``
+                finished; ``awaitable`` goes on in the background (its outcome is logged).
+        """
+        self.ensure_started()
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[bool] = loop.create_future()
+        entry = (sys.maxsize, loop, lost)  # no position reaches it: only a loss ends it
+        task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
+        with self._lock:
+            self._waiters.append(entry)
+        try:
+            either: set[asyncio.Future[Any]] = {task, lost}
+            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            task.add_done_callback(_late)
+            lost.result()  # raises ServiceUnavailable
+            raise ServiceUnavailable("the database is unavailable; retry shortly", retry_after=2)
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+            if not lost.done():
+                lost.cancel()
+
     def wait_sync(self, position: int, timeout: float) -> bool:
         """Block the calling thread (≤ ``timeout`` s) until the read models include
         ``position``; True if they do. For callers outside an event loop."""
@@ -133,7 +165,7 @@ class ReadWaiter:
                 log.log(level, "read waiter lost its connection; polling", exc_info=True)
                 self._close()
                 self._fail_waiting()
-                self._stop.wait(min(self.poll_s * self._failures, 10.0))
+                self._stop.wait(min(self.poll_s * self._failures, 2.0))
                 with contextlib.suppress(Exception):
                     self.refresh()
         self._close()
@@ -165,6 +197,17 @@ class ReadWaiter:
 def _fail(future: asyncio.Future[bool]) -> None:
     if not future.done():
         future.set_exception(ServiceUnavailable("the database is unavailable; retry shortly", retry_after=2))
+
+
+def _late(task: asyncio.Future[Any]) -> None:
+    """Log how a command whose request already answered 503 ended."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is None:
+        log.warning("a command answered 503 when the database went away, and then committed")
+    else:
+        log.info("a command answered 503 when the database went away, and then failed: %s", exc)
 
 
 def _resolve(future: asyncio.Future[bool]) -> None:

@@ -117,7 +117,7 @@ def get_setting(setting_id: UUID, services: ServicesDep, user: CurrentUser) -> d
 
 async def _set(setting_id: UUID, value: Any, services: Services, ctx: Any, user: dict[str, Any]) -> Response:
     row = load_setting(services, user, str(setting_id))
-    _, position = await asyncio.to_thread(services.platform.set_setting, SetSetting(row["key"], value, row["user_id"]), ctx)
+    _, position = await services.command(services.platform.set_setting, SetSetting(row["key"], value, row["user_id"]), ctx)
     return await after_write(services, position, lambda: setting_json(load_setting(services, user, str(setting_id))))
 
 
@@ -141,7 +141,7 @@ async def update_setting(
 async def delete_setting(setting_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Remove a setting (204); the global value or the default applies again."""
     load_setting(services, user, str(setting_id))
-    position = await asyncio.to_thread(services.platform.delete_setting, DeleteSetting(setting_id), ctx)
+    position = await services.command(services.platform.delete_setting, DeleteSetting(setting_id), ctx)
     return await after_write(services, position)
 
 
@@ -199,7 +199,7 @@ def list_agents(
 async def create_agent(body: AgentIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Save an agent; its configuration is checked against the job type's parameters."""
     cmd = CreateAgent(body.name, body.type, body.configuration, body.description, body.provider)
-    agent_id, position = await asyncio.to_thread(services.platform.create_agent, cmd, ctx)
+    agent_id, position = await services.command(services.platform.create_agent, cmd, ctx)
     return await created(
         services,
         position,
@@ -266,7 +266,7 @@ async def deactivate_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCt
 async def delete_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Remove an agent (204)."""
     load_agent(services, user, str(agent_id))
-    position = await asyncio.to_thread(services.platform.delete_agent, DeleteAgent(agent_id), ctx)
+    position = await services.command(services.platform.delete_agent, DeleteAgent(agent_id), ctx)
     return await after_write(services, position)
 
 
@@ -320,7 +320,7 @@ def list_providers(
 async def create_provider(body: ProviderIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Register a provider (admins)."""
     cmd = CreateProvider(body.name, body.kind, body.base_url, body.api_key, body.enabled)
-    provider_id, position = await asyncio.to_thread(services.platform.create_provider, cmd, ctx)
+    provider_id, position = await services.command(services.platform.create_provider, cmd, ctx)
     return await created(
         services,
         position,
@@ -339,7 +339,7 @@ def get_provider(provider_id: UUID, services: ServicesDep, user: CurrentUser) ->
 
 async def _provider_write(provider_id: UUID, changes: dict[str, Any], services: Services, ctx: Any) -> Response:
     load_provider(services, str(provider_id))
-    position = await asyncio.to_thread(services.platform.update_provider, UpdateProvider(provider_id, changes), ctx)
+    position = await services.command(services.platform.update_provider, UpdateProvider(provider_id, changes), ctx)
     return await after_write(services, position, lambda: provider_json(load_provider(services, str(provider_id))))
 
 
@@ -369,5 +369,5 @@ async def delete_provider(provider_id: UUID, services: ServicesDep, ctx: Command
     """Remove a provider (admins, 204)."""
     _admin(user)
     load_provider(services, str(provider_id))
-    position = await asyncio.to_thread(services.platform.delete_provider, DeleteProvider(provider_id), ctx)
+    position = await services.command(services.platform.delete_provider, DeleteProvider(provider_id), ctx)
     return await after_write(services, position)

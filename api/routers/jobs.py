@@ -257,7 +257,7 @@ async def submit_job(
         cmd = SubmitJob(
             project_id, body.type, body.parameters, input_files, body.priority, agent_id, idempotency_key or None, request_hash
         )
-        job_id, position = await asyncio.to_thread(platform.submit_job, cmd, ctx)
+        job_id, position = await services.command(platform.submit_job, cmd, ctx)
     except BaseException:
         _drop(services, files)
         raise
@@ -306,7 +306,7 @@ class JobPatch(BaseModel):
 async def update_job(job_id: UUID, body: JobPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Edit a pending job's parameters or priority (409 once it has started)."""
     load_job(services, user, str(job_id))
-    position = await asyncio.to_thread(services.platform.update_job, UpdateJob(job_id, body.parameters, body.priority), ctx)
+    position = await services.command(services.platform.update_job, UpdateJob(job_id, body.parameters, body.priority), ctx)
     return await after_write(
         services, position, lambda: job_json(load_job(services, user, str(job_id)), services.signer.for_user(user))
     )
@@ -316,7 +316,7 @@ async def update_job(job_id: UUID, body: JobPatch, services: ServicesDep, ctx: C
 async def archive_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Archive a job (204): it leaves lists, its history stays; unfinished work is cancelled."""
     load_job(services, user, str(job_id))
-    position = await asyncio.to_thread(services.platform.archive_job, ArchiveJob(job_id), ctx)
+    position = await services.command(services.platform.archive_job, ArchiveJob(job_id), ctx)
     return await after_write(services, position)
 
 
@@ -324,7 +324,7 @@ async def archive_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user
 async def retry_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Send a failed or cancelled job back to pending with ``attempt + 1`` (409 otherwise)."""
     load_job(services, user, str(job_id))
-    position = await asyncio.to_thread(services.platform.retry_job, RetryJob(job_id), ctx)
+    position = await services.command(services.platform.retry_job, RetryJob(job_id), ctx)
     return await after_write(
         services,
         position,
@@ -380,7 +380,7 @@ async def cancel_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user:
     ``cancel_requested`` (running work stops at its next checkpoint) or ``completed``
     (it finished first). 409 if it already failed or was cancelled."""
     load_job(services, user, str(job_id))
-    status, position = await asyncio.to_thread(services.platform.cancel_job, CancelJob(job_id), ctx)
+    status, position = await services.command(services.platform.cancel_job, CancelJob(job_id), ctx)
     return JSONResponse({"status": status, "position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -296,7 +295,7 @@ async def redrive_dead_letter(letter_id: UUID, services: ServicesDep, ctx: Comma
     with services.engine.connect() as conn:
         if conn.execute(select(t.dead_letters.c.id).where(t.dead_letters.c.id == str(letter_id))).first() is None:
             raise NotFound(f"no dead letter {letter_id}")
-    position = await asyncio.to_thread(services.platform.retry_job, RetryJob(letter_id, "re-driven from the dead letters"), ctx)
+    position = await services.command(services.platform.retry_job, RetryJob(letter_id, "re-driven from the dead letters"), ctx)
     return await after_write(
         services, position, lambda: {"id": str(letter_id), "status": "pending", "position": position}, status_code=202
     )

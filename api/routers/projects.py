@@ -112,7 +112,7 @@ async def _update(
     project_id: UUID, name: str | None, description: str | None, services: Services, ctx: Any, user: dict[str, Any]
 ) -> Response:
     load_project(services, user, str(project_id))
-    position = await asyncio.to_thread(services.platform.update_project, UpdateProject(project_id, name, description), ctx)
+    position = await services.command(services.platform.update_project, UpdateProject(project_id, name, description), ctx)
     return await after_write(services, position, lambda: project_json(load_project(services, user, str(project_id))))
 
 
@@ -137,5 +137,5 @@ async def archive_project(project_id: UUID, services: ServicesDep, ctx: CommandC
     """Archive a project (204): it leaves lists, its history stays replayable; its pending
     jobs are cancelled and running ones asked to stop."""
     load_project(services, user, str(project_id))
-    position = await asyncio.to_thread(services.platform.archive_project, ArchiveProject(project_id), ctx)
+    position = await services.command(services.platform.archive_project, ArchiveProject(project_id), ctx)
     return await after_write(services, position)

@@ -119,7 +119,7 @@ async def refresh_token(body: RefreshBody, request: Request, services: ServicesD
         raise Unauthenticated("the refresh token was already used")
     if outcome is sessions.Rotation.REUSED:
         ctx = Context(Actor(user["id"], user["username"], user["role"]), request_id(request))
-        position = await asyncio.to_thread(services.platform.log_out, LogOut(session), ctx)
+        position = await services.command(services.platform.log_out, LogOut(session), ctx)
         await services.await_position(position)
         raise Unauthenticated("the refresh token was used again; its session is logged out")
     return TokenPair(**services.tokens.pair(user, session))
@@ -144,6 +144,6 @@ async def logout(body: RefreshBody, request: Request, services: ServicesDep) -> 
     claims, user = await asyncio.to_thread(check_token, services, body.refresh, "refresh")
     request.state.user = user
     ctx = Context(Actor(user["id"], user["username"], user["role"]), request_id(request))
-    position = await asyncio.to_thread(services.platform.log_out, LogOut(session_of(claims)), ctx)
+    position = await services.command(services.platform.log_out, LogOut(session_of(claims)), ctx)
     await services.await_position(position)
     return Response(status_code=204, headers={"Aiorch-Position": str(position)})

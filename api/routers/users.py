@@ -132,7 +132,7 @@ def get_user(user_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[st
 
 
 async def _patch(user_id: UUID, body: UserPatch, services: Services, ctx: Any, user: dict[str, Any]) -> Response:
-    position = await asyncio.to_thread(services.platform.update_user, UpdateUser(user_id, body.email, body.role), ctx)
+    position = await services.command(services.platform.update_user, UpdateUser(user_id, body.email, body.role), ctx)
     return await after_write(services, position, lambda: profile_json(load_user(services, user, str(user_id))))
 
 
@@ -146,21 +146,21 @@ async def update_user(user_id: UUID, body: UserPatch, services: ServicesDep, ctx
 @users.post("/{user_id}/deactivate/", response_model=Profile)
 async def deactivate_user(user_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Deactivate a user (admins): their tokens and logins answer 401 from now on."""
-    position = await asyncio.to_thread(services.platform.deactivate_user, DeactivateUser(user_id), ctx)
+    position = await services.command(services.platform.deactivate_user, DeactivateUser(user_id), ctx)
     return await after_write(services, position, lambda: profile_json(load_user(services, user, str(user_id))))
 
 
 @users.post("/{user_id}/reactivate/", response_model=Profile)
 async def reactivate_user(user_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Reactivate a user (admins); tokens issued before stay revoked."""
-    position = await asyncio.to_thread(services.platform.reactivate_user, ReactivateUser(user_id), ctx)
+    position = await services.command(services.platform.reactivate_user, ReactivateUser(user_id), ctx)
     return await after_write(services, position, lambda: profile_json(load_user(services, user, str(user_id))))
 
 
 @users.post("/{user_id}/password/", status_code=204, response_class=Response)
 async def reset_password(user_id: UUID, body: PasswordReset, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Set a user's password (admins); every session of theirs ends."""
-    position = await asyncio.to_thread(services.platform.reset_password, ResetPassword(user_id, body.new_password), ctx)
+    position = await services.command(services.platform.reset_password, ResetPassword(user_id, body.new_password), ctx)
     return await after_write(services, position)
 
 
@@ -186,7 +186,7 @@ def my_profile(user: CurrentUser) -> dict[str, Any]:
 async def change_password(body: PasswordChange, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change one's own password; the user's other sessions stop working."""
     cmd = ChangePassword(body.old_password, body.new_password, kept_session=user.get("session"))
-    position = await asyncio.to_thread(services.platform.change_password, cmd, ctx)
+    position = await services.command(services.platform.change_password, cmd, ctx)
     return await after_write(services, position)
 
 
