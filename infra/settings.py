@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     #: endpoint's deliveries may all fail before it is disabled; how long a rotated-out
     #: secret keeps signing; one attempt's timeout; concurrent requests of the dispatcher
     webhook_allow_private: bool = False
-    webhook_schedule_s: list[float] = Field(default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000])
+    webhook_schedule_s: list[float] = Field(default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
     webhook_disable_after_s: float = 5 * 24 * 3600.0
     webhook_secret_overlap_s: float = 24 * 3600.0
     webhook_timeout_s: float = 15.0

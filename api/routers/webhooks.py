@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write
 from api.pagination import PageParams, page_params, paginate
@@ -132,7 +133,9 @@ async def _update(webhook_id: UUID, changes: dict[str, Any], services: Services,
 
 
 @router.put("/{webhook_id}/")
-async def replace_webhook(webhook_id: UUID, body: WebhookIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def replace_webhook(
+    webhook_id: UUID, body: WebhookIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
+) -> Response:
     """Replace url, events, description and enabled."""
     return await _update(webhook_id, body.model_dump(), services, ctx, user)
 
@@ -249,7 +252,7 @@ class WebhookCollector:
                         func.percentile_cont(0.99).within_group(func.extract("epoch", d.succeeded_at - d.event_at)),
                     ).where(d.succeeded_at > func.now() - func.make_interval(0, 0, 0, 0, 1))
                 ).first()
-        except Exception:
+        except SQLAlchemyError:
             return
         deliveries = GaugeMetricFamily("aiorch_webhook_deliveries", "Webhook deliveries by status", labels=["status"])
         for status, n in by_status:
