@@ -31,12 +31,9 @@ class JobSubmitted(CreatedEvent):
     ``idempotency_key`` (the client's ``Idempotency-Key``) derives the job id, and
     ``request_hash`` (sha256 of the request) tells a replay from a reuse.
     ``webhook`` (a URL) receives the job's ``webhook_events`` (API.md, *Webhooks*).
-
-    Schema version 2 added ``webhook`` and ``webhook_events``; version 1 events are upcast
-    with None (no per-job webhook).
+    Both were added later with defaults (no per-job webhook), so events stored before
+    decode unchanged (the class attributes stand in for the absent fields).
     """
-
-    class_version = 2
 
     project_id: str
     owner_id: str
@@ -47,14 +44,8 @@ class JobSubmitted(CreatedEvent):
     agent_id: str | None
     idempotency_key: str | None
     request_hash: str | None
-    webhook: str | None
-    webhook_events: list[str] | None
-
-    @staticmethod
-    def upcast_v1_v2(state: dict[str, Any]) -> None:
-        """Version 1 had no per-job webhooks."""
-        state["webhook"] = None
-        state["webhook_events"] = None
+    webhook: str | None = None
+    webhook_events: list[str] | None = None
 
 
 class JobStarted(DomainEvent):
