@@ -55,7 +55,7 @@ def up(
     processors: Annotated[int, typer.Option(help="processor processes")] = 1,
     types: Annotated[str, typer.Option(help="job types the processors serve (comma-separated, or all)")] = "all",
 ) -> None:
-    """Run every role (API, relay, projector, processors), each in its own supervised
+    """Run every role (API, relay, projector, dispatcher, processors), each in its own supervised
     child process. Without AIORCH_DATABASE_URL / AIORCH_KAFKA_BOOTSTRAP_SERVERS it starts an
     embedded PostgreSQL and an embedded Kafka-compatible broker under AIORCH_DATA_DIR."""
     from infra.supervisor import run_system

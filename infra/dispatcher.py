@@ -39,6 +39,7 @@ import httpx
 from sqlalchemy import Connection, Engine, and_, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from standardwebhooks.webhooks import Webhook
 
 from api.views import job_json
@@ -234,7 +235,10 @@ class Dispatcher:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self.lease_s = sender.timeout_s + 30.0
-        w.metadata.create_all(engine)
+        try:  # bootstrap creates them too; this covers a System built with create_tables=False
+            w.metadata.create_all(engine)
+        except DBAPIError:  # another instance created them at the same moment
+            w.metadata.create_all(engine)
 
     # -- recording ---------------------------------------------------------------------------
 

@@ -265,3 +265,28 @@ def test_rebinding_and_redirects_are_not_followed(hooks: dict[str, Any]) -> None
         assert target.requests == [], "the redirect was not followed"
     finally:
         target.close()
+
+
+def test_job_submission_checks_its_webhook_with_the_outbound_guard_json_and_form(hooks: dict[str, Any]) -> None:
+    client, platform, project = hooks["client"], hooks["system"].platform, str(hooks["project"])
+    job = {"project": project, "type": "tts", "parameters": {"text": "Hi."}}
+    platform.webhook_allow_private = False
+    try:
+        for address in ("127.0.0.1", "10.0.0.1", "169.254.169.254"):
+            resp = client.post("/api/jobs/", json={**job, "webhook": f"http://{address}/hook"})
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["errors"][0]["loc"] == ["body", "webhook"]
+        bad = client.post("/api/jobs/", json={**job, "webhook": "https://example.com/h", "webhook_events": ["job.nope"]})
+        assert bad.status_code == 422, bad.text
+    finally:
+        platform.webhook_allow_private = True
+    form = {"project": project, "type": "tts", "parameters": json.dumps({"text": "Hi."})}
+    ok = client.post(
+        "/api/jobs/",
+        data={**form, "webhook": hooks["receiver"].url + "/form", "webhook_events": "job.created, job.completed"},
+    )
+    assert ok.status_code == 201, ok.text
+    assert hooks["system"].platform.get_job(uuid.UUID(ok.json()["id"])).webhook_events == ["job.created", "job.completed"]
+    wait_until(lambda: any(r["path"] == "/form" for r in hooks["receiver"].requests), 30, message="the job.created delivery")
+    bad_form = client.post("/api/jobs/", data={**form, "webhook": hooks["receiver"].url, "webhook_events": "[not json"})
+    assert bad_form.status_code == 422, bad_form.text
