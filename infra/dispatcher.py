@@ -13,9 +13,13 @@ Two halves, both driven by PostgreSQL (never by Kafka, so a broker outage does n
   them by moving ``next_attempt_at`` past the timeout), resolve and check the URL's host
   with the outbound-address guard (DNS rebinding: the request goes to the checked
   address), and POST the body signed per Standard Webhooks for this attempt, no redirects,
-  reading at most 4 KiB of the answer. Failures are retried on the schedule with jitter and
-  ``Retry-After``; an endpoint whose deliveries all failed for ``webhook_disable_after_s``
-  is disabled (an event, so its owner sees ``disabled_reason``).
+  reading at most 4 KiB of the answer. One writer thread records the attempts in batches
+  (one transaction for whatever the senders finished meanwhile; a delivery keeps its lease
+  until its attempt is recorded, so one answered 2xx just before a ``kill -9`` is sent
+  again once the lease ends: at least once, the ``webhook-id`` unchanged). Failures are
+  retried on the schedule with jitter and ``Retry-After``; an endpoint whose deliveries all
+  failed for ``webhook_disable_after_s`` is disabled (an event, so its owner sees
+  ``disabled_reason``).
 """
 
 from __future__ import annotations
@@ -24,20 +28,20 @@ import functools
 import json
 import logging
 import math
+import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
-from sqlalchemy import Connection, Engine, and_, cast, func, literal, or_, select, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from standardwebhooks.webhooks import Webhook
@@ -75,6 +79,12 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 4096
 USER_AGENT = "aiorch-webhooks/1"
 JOB_CACHE = 10_000
+
+_RECORD_ATTEMPT = text(
+    "UPDATE webhook_deliveries SET attempts = attempts || CAST(:attempt AS jsonb), round_attempts = :round_attempts,"
+    " status = :status, next_attempt_at = :next_attempt_at, succeeded_at = coalesce(:succeeded_at, succeeded_at),"
+    " updated_at = :now WHERE id = :id"
+)
 
 
 def signature_header(secrets: list[str], msg_id: str, at: datetime, body: str) -> str:
@@ -234,6 +244,8 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="webhook-sender")
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
+        self._results: queue.Queue[tuple[dict[str, Any], AttemptResult]] = queue.Queue()
+        self._writer_stop = threading.Event()
         self.lease_s = sender.timeout_s + 30.0
         try:  # bootstrap creates them too; this covers a System built with create_tables=False
             w.metadata.create_all(engine)
@@ -516,57 +528,101 @@ class Dispatcher:
         return rows
 
     def deliver(self, row: dict[str, Any]) -> AttemptResult:
-        """One attempt of a claimed delivery, recorded; returns its result."""
+        """One attempt of a claimed delivery; its result is queued for :meth:`record_results`
+        (the delivery keeps its lease until then); returns the result."""
         try:
             result = self.sender.send(row["url"], row["id"], row["body"], [self.decrypt(s) for s in row["secrets"]])
         except Exception as exc:  # a bug must not lose the lease's delivery: record it as a failure
             log.exception("webhook delivery %s failed unexpectedly", row["id"])
             result = AttemptResult(datetime.now(UTC), None, f"internal: {describe(exc)}"[:300], 0)
-        self._record_attempt(row, result)
+        self._results.put((row, result))
         return result
 
-    def _record_attempt(self, row: dict[str, Any], result: AttemptResult) -> None:
+    def record_results(self, batch: list[tuple[dict[str, Any], AttemptResult]]) -> None:
+        """Record attempts in one transaction: each delivery's attempt log, status and next
+        attempt (the schedule, jitter, ``Retry-After``), the outcome counts, and since when
+        each endpoint's deliveries fail; then disable the endpoints failing for
+        ``disable_after_s``. An endpoint with a success in the batch is not failing."""
+        if not batch:
+            return
         now = datetime.now(UTC)
-        done = int(row["round_attempts"]) + 1
-        values: dict[str, Any] = {"round_attempts": done, "updated_at": now}
-        disable: str | None = None
-        if result.ok:
-            values.update(status="succeeded", succeeded_at=now, next_attempt_at=None)
-        else:
-            delay = w.retry_delay(self.schedule_s, done, result.retry_after_s)
-            if delay is None:
-                values.update(status="failed", next_attempt_at=None)
+        params: list[dict[str, Any]] = []
+        outcomes: Counter[str] = Counter()
+        succeeded: set[str] = set()
+        failed: dict[str, str | None] = {}
+        for row, result in batch:
+            done = int(row["round_attempts"]) + 1
+            status, next_at, succeeded_at = "succeeded", None, None
+            if result.ok:
+                succeeded_at = now
             else:
-                values.update(next_attempt_at=now + timedelta(seconds=delay))
-        d = w.deliveries.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(w.deliveries)
-                .where(d.id == row["id"])
-                .values(attempts=cast(d.attempts, JSONB).op("||")(cast(literal(json.dumps([result.as_json()])), JSONB)), **values)
+                delay = w.retry_delay(self.schedule_s, done, result.retry_after_s)
+                status, next_at = ("failed", None) if delay is None else ("pending", now + timedelta(seconds=delay))
+            params.append(
+                {
+                    "id": row["id"],
+                    "attempt": json.dumps([result.as_json()]),
+                    "round_attempts": done,
+                    "status": status,
+                    "next_attempt_at": next_at,
+                    "succeeded_at": succeeded_at,
+                    "now": now,
+                }
             )
-            stmt = pg_insert(w.attempt_outcomes).values(outcome=result.outcome, count=1)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["outcome"], set_={"count": w.attempt_outcomes.c.count + 1}))
+            outcomes[result.outcome] += 1
             if row["endpoint_id"] is not None:
-                tg = w.targets.c
                 if result.ok:
-                    conn.execute(
-                        update(w.targets)
-                        .where(tg.id == row["endpoint_id"], tg.failing_since.is_not(None))
-                        .values(failing_since=None)
-                    )
+                    succeeded.add(row["endpoint_id"])
                 else:
-                    conn.execute(
-                        update(w.targets).where(tg.id == row["endpoint_id"], tg.failing_since.is_(None)).values(failing_since=now)
-                    )
-                    since = conn.execute(select(tg.failing_since).where(tg.id == row["endpoint_id"])).scalar()
+                    failed[row["endpoint_id"]] = result.error
+        failing = {k: v for k, v in failed.items() if k not in succeeded}
+        disable: dict[str, str] = {}
+        tg = w.targets.c
+        with self.engine.begin() as conn:
+            conn.execute(_RECORD_ATTEMPT, params)
+            for outcome, n in outcomes.items():
+                stmt = pg_insert(w.attempt_outcomes).values(outcome=outcome, count=n)
+                conn.execute(
+                    stmt.on_conflict_do_update(index_elements=["outcome"], set_={"count": w.attempt_outcomes.c.count + n})
+                )
+            if succeeded:
+                conn.execute(
+                    update(w.targets).where(tg.id.in_(succeeded), tg.failing_since.is_not(None)).values(failing_since=None)
+                )
+            if failing:
+                conn.execute(update(w.targets).where(tg.id.in_(failing), tg.failing_since.is_(None)).values(failing_since=now))
+                for endpoint_id, since in conn.execute(
+                    select(tg.id, tg.failing_since).where(tg.id.in_(failing), tg.enabled.is_(True))
+                ).all():
                     if since is not None and (now - since).total_seconds() >= self.disable_after_s:
-                        disable = f"every delivery failed since {since.isoformat()} (last: {result.error})"
-        if disable is not None:
-            log.warning("disabling webhook %s: %s", row["endpoint_id"], disable)
-            self.platform.disable_webhook(
-                DisableWebhook(UUID(row["endpoint_id"]), disable), Context(SYSTEM, f"webhooks-{row['id']}")
-            )
+                        disable[endpoint_id] = f"every delivery failed since {since.isoformat()} (last: {failing[endpoint_id]})"
+        for endpoint_id, reason in disable.items():
+            log.warning("disabling webhook %s: %s", endpoint_id, reason)
+            self.platform.disable_webhook(DisableWebhook(UUID(endpoint_id), reason), Context(SYSTEM, f"webhooks-{uuid4()}"))
+
+    def _write_results(self) -> None:
+        """The result writer: record queued results in batches (up to 500) until
+        :meth:`stop` and the queue is empty; a database error keeps the batch and retries."""
+        batch: list[tuple[dict[str, Any], AttemptResult]] = []
+        while True:
+            if not batch:
+                try:
+                    batch.append(self._results.get(timeout=0.2))
+                except queue.Empty:
+                    if self._writer_stop.is_set():
+                        return
+                    continue
+            while len(batch) < 500:
+                try:
+                    batch.append(self._results.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.record_results(batch)
+                batch = []
+            except Exception:
+                log.exception("recording %d webhook attempts failed; retrying", len(batch))
+                time.sleep(1.0)
 
     def send_due(self) -> int:
         """Hand due deliveries to the sender threads (up to the free capacity); returns how many."""
@@ -618,10 +674,14 @@ class Dispatcher:
 
     def run_forever(self) -> None:
         """Lead (or stand by) until :meth:`stop`."""
+        writer = threading.Thread(target=self._write_results, name="webhook-results", daemon=True)
+        writer.start()
         try:
             lead_forever(self.leadership, self._stop, self.step)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=False)
+            self._writer_stop.set()  # the writer records what the senders queued, then returns
+            writer.join()
             self.sender.close()
             if self.waiter is not None:
                 self.waiter.close()

@@ -67,7 +67,7 @@ def hooks(settings: Any) -> Iterator[dict[str, Any]]:
         base = runner.api()
         editor_id = create_user(system, "editor", "editor-password", "editor")
         create_user(system, "admin", "admin-password", "admin")
-        runner.start(build_dispatcher(system), "dispatcher")
+        dispatcher = runner.start(build_dispatcher(system), "dispatcher")
         editor = Context(Actor(id=editor_id, username="editor", role="editor"), "test")
         project_id, _ = system.platform.create_project(CreateProject("Hooks"), editor)
         yield {
@@ -77,6 +77,7 @@ def hooks(settings: Any) -> Iterator[dict[str, Any]]:
             "project": project_id,
             "client": Client(base, "editor", "editor-password"),
             "admin": Client(base, "admin", "admin-password"),
+            "dispatcher": dispatcher,
         }
     finally:
         runner.close()
@@ -290,3 +291,19 @@ def test_job_submission_checks_its_webhook_with_the_outbound_guard_json_and_form
     wait_until(lambda: any(r["path"] == "/form" for r in hooks["receiver"].requests), 30, message="the job.created delivery")
     bad_form = client.post("/api/jobs/", data={**form, "webhook": hooks["receiver"].url, "webhook_events": "[not json"})
     assert bad_form.status_code == 422, bad_form.text
+
+
+def test_an_endpoint_whose_deliveries_all_fail_for_disable_after_is_disabled_and_says_why(hooks: dict[str, Any]) -> None:
+    receiver, client = hooks["receiver"], hooks["client"]
+    hooks["dispatcher"].disable_after_s = 1.0  # the schedule's attempts span more than that
+    receiver.status = 500
+    endpoint = client.post("/api/webhooks/", json={"url": receiver.url + "/down", "events": ["job.created"]}).json()
+    _run_job(hooks)
+
+    def disabled() -> dict[str, Any] | None:
+        got = client.get(f"/api/webhooks/{endpoint['id']}/").json()
+        return got if not got["enabled"] else None
+
+    got = wait_until(disabled, 30, 0.1, "the failing endpoint to be disabled")
+    assert "every delivery failed since" in got["disabled_reason"] and "HTTP 500" in got["disabled_reason"]
+    assert len(receiver.requests) >= 2
