@@ -13,7 +13,7 @@ from api.audit import AuditMiddleware
 from api.deps import Services
 from api.headers import SecurityHeadersMiddleware, security_headers
 from api.limits import BodyLimits
-from api.routers import config, history, jobs, live, ops, projects, results, tokens, users
+from api.routers import config, history, jobs, live, ops, projects, results, tokens, users, webhooks
 
 
 def create_app(services: Services, *, cors_origins: list[str] | None = None, max_body_bytes: int = 1024 * 1024) -> FastAPI:
@@ -36,6 +36,7 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None, max
     )
     app.state.services = services
     app.state.metrics = ops.Metrics(services)
+    app.state.metrics.registry.register(webhooks.WebhookCollector(services))
     # pure ASGI layers, innermost first (the last added is the outermost)
     app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_upload_bytes=services.max_upload_bytes)
     app.add_middleware(AuditMiddleware)
@@ -66,6 +67,7 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None, max
         config.providers_router,
         ops.router,
         live.router,
+        webhooks.router,
     ):
         app.include_router(router)
     return app

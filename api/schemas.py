@@ -76,6 +76,8 @@ class JobIn(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"text": "Hello there.", "language": "en"}])
     agent: Line | None = Field(default=None, max_length=100)
     priority: Line = Field(default="normal", max_length=100, examples=["normal"])
+    webhook: str | None = Field(default=None, max_length=2048, examples=["https://example.com/aiorch-hook"])
+    webhook_events: list[str] | None = Field(default=None, max_length=20, examples=[["job.completed", "job.failed"]])
 
 
 class FileOut(BaseModel):

@@ -32,6 +32,7 @@ from commands.messages import (
 from commands.permissions import require_admin, require_owner, require_writer
 from commands.project import Project
 from commands.text import clean_text
+from commands.webhook_handlers import check_job_webhook
 
 PRIORITIES = ("low", "normal", "high")
 
@@ -114,6 +115,9 @@ class JobHandlers(ServiceBase):
             raise invalid("priority", f"must be one of {', '.join(PRIORITIES)}")
         key = cmd.idempotency_key and clean_text(cmd.idempotency_key, "Idempotency-Key", max_length=255, where="header")
         params = self.prepare_submission(cmd.type, cmd.parameters, cmd.agent_id, set(cmd.input_files), ctx)
+        webhook, webhook_events = check_job_webhook(
+            cmd.webhook, cmd.webhook_events, allow_private=getattr(self, "webhook_allow_private", False)
+        )
         project = self._get(Project, cmd.project_id)
         if project is None or project.archived or (not ctx.actor.is_admin and project.owner_id != ctx.actor.id):
             raise invalid("project", f"no project {cmd.project_id} that you own")
@@ -132,6 +136,8 @@ class JobHandlers(ServiceBase):
                 agent_id=str(cmd.agent_id) if cmd.agent_id else None,
                 idempotency_key=key or None,
                 request_hash=cmd.request_hash,
+                webhook=webhook,
+                webhook_events=webhook_events,
             )
         try:
             return job.id, self._save(job)

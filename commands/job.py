@@ -66,8 +66,11 @@ class Job(PlatformAggregate):
         agent_id: str | None,
         idempotency_key: str | None,
         request_hash: str | None,
+        webhook: str | None = None,
+        webhook_events: list[str] | None = None,
     ) -> None:
         self.project_id = project_id
+        self.webhook, self.webhook_events = webhook, webhook_events
         self.owner_id = owner_id
         self.type = type
         self.parameters = parameters

@@ -38,6 +38,8 @@ class SubmitJob:
     agent_id: UUID | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook: str | None = None
+    webhook_events: list[str] | None = None
 
 
 @dataclass(frozen=True)

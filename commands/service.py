@@ -8,9 +8,10 @@ from commands.handle_config import ConfigHandlers
 from commands.handle_jobs import PRIORITIES, JobHandlers
 from commands.handle_projects import ProjectHandlers
 from commands.handle_users import UserHandlers
+from commands.webhook_handlers import WebhookHandlers
 
 
-class Platform(UserHandlers, ProjectHandlers, JobHandlers, ConfigHandlers):
+class Platform(UserHandlers, ProjectHandlers, JobHandlers, ConfigHandlers, WebhookHandlers):
     """The write side. Its events live in PostgreSQL table ``aiorch_events``; see
     :class:`commands.base.ServiceBase` for the hooks the composition root fills in."""
 

@@ -30,6 +30,9 @@ class JobSubmitted(CreatedEvent):
     ``agent_id`` names the agent whose configuration filled omitted parameters;
     ``idempotency_key`` (the client's ``Idempotency-Key``) derives the job id, and
     ``request_hash`` (sha256 of the request) tells a replay from a reuse.
+    ``webhook`` (a URL) receives the job's ``webhook_events`` (API.md, *Webhooks*).
+    Both were added later with defaults (no per-job webhook), so events stored before
+    decode unchanged (the class attributes stand in for the absent fields).
     """
 
     project_id: str
@@ -41,6 +44,8 @@ class JobSubmitted(CreatedEvent):
     agent_id: str | None
     idempotency_key: str | None
     request_hash: str | None
+    webhook: str | None = None
+    webhook_events: list[str] | None = None
 
 
 class JobStarted(DomainEvent):

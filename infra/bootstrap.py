@@ -173,6 +173,9 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     platform.effective_settings = system.effective_settings
     platform.open_job_ids = lambda project_id: queries.open_job_ids(engine, project_id)
     platform.encrypt = lambda text: cipher.encrypt(text.encode()).decode()
+    platform.decrypt = lambda token: cipher.decrypt(token.encode()).decode()
+    platform.webhook_allow_private = settings.webhook_allow_private
+    platform.webhook_secret_overlap_s = settings.webhook_secret_overlap_s
     platform.refuse_parameters = refuse_parameters
     platform.provider_allowed_networks = parse_networks(settings.provider_allowed_network_list)
     platform.retry_policy = lambda job_type: (
@@ -182,9 +185,11 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     )
     if create_tables:
         from api import live, sessions, throttle
+        from projections import webhooks
 
         ensure_serving(engine)  # the application role's own read models
         live.metadata.create_all(engine)
         throttle.metadata.create_all(engine)
         sessions.metadata.create_all(engine)
+        webhooks.metadata.create_all(engine)
     return system

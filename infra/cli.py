@@ -26,6 +26,8 @@ letters_app = typer.Typer(no_args_is_help=True, help="Jobs that exhausted their 
 app.add_typer(letters_app, name="dead-letters")
 audit_app = typer.Typer(no_args_is_help=True, help="Check the read models against the event store.")
 app.add_typer(audit_app, name="audit")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints, their deliveries, redelivery.")
+app.add_typer(webhooks_app, name="webhooks")
 
 log = logging.getLogger("aiorch")
 
@@ -53,7 +55,7 @@ def up(
     processors: Annotated[int, typer.Option(help="processor processes")] = 1,
     types: Annotated[str, typer.Option(help="job types the processors serve (comma-separated, or all)")] = "all",
 ) -> None:
-    """Run every role (API, relay, projector, processors), each in its own supervised
+    """Run every role (API, relay, projector, dispatcher, processors), each in its own supervised
     child process. Without AIORCH_DATABASE_URL / AIORCH_KAFKA_BOOTSTRAP_SERVERS it starts an
     embedded PostgreSQL and an embedded Kafka-compatible broker under AIORCH_DATA_DIR."""
     from infra.supervisor import run_system
@@ -99,6 +101,93 @@ def projector() -> None:
     _stop_on_signals(p.stop)
     try:
         p.run_forever()
+    finally:
+        system.close()
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run the webhook dispatcher alone (one active instance; others stand by)."""
+    from infra.dispatcher import build_dispatcher
+
+    _logging()
+    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    d = build_dispatcher(system)
+    _stop_on_signals(d.stop)
+    try:
+        d.run_forever()
+    finally:
+        system.close()
+
+
+@webhooks_app.command("list")
+def webhooks_list() -> None:
+    """Every endpoint: id, owner, enabled (or why disabled), events, URL."""
+    from sqlalchemy import select
+
+    from projections import tables as t
+
+    system = bootstrap(load_settings())
+    try:
+        with system.engine.connect() as conn:
+            rows = conn.execute(select(t.webhook_endpoints).order_by(t.webhook_endpoints.c.created_at)).mappings().all()
+        for r in rows:
+            state = "enabled" if r["enabled"] else f"disabled ({r['disabled_reason'] or 'by its owner'})"
+            typer.echo(f"{r['id']}  owner={r['owner_id']}  {state}  events={','.join(r['events'])}  {r['url']}")
+    finally:
+        system.close()
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    endpoint: str, limit: Annotated[int, typer.Option(help="newest N")] = 50, status: Annotated[str | None, typer.Option()] = None
+) -> None:
+    """An endpoint's deliveries, newest first: id, event, position, status, attempts, last error."""
+    from sqlalchemy import select
+
+    from projections import webhooks as w
+
+    system = bootstrap(load_settings())
+    try:
+        d = w.deliveries.c
+        stmt = select(w.deliveries).where(d.endpoint_id == endpoint)
+        if status:
+            stmt = stmt.where(d.status == status)
+        with system.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(d.created_at.desc()).limit(limit)).mappings().all()
+        for r in rows:
+            attempts = list(r["attempts"] or [])
+            last = attempts[-1] if attempts else {}
+            detail = last.get("error") or (f"HTTP {last['status_code']}" if last.get("status_code") else "")
+            typer.echo(
+                f"{r['id']}  {r['event_type']}  position={r['position']}  {r['status']}  attempts={len(attempts)}  {detail}"
+            )
+    finally:
+        system.close()
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(delivery: str) -> None:
+    """Deliver one delivery again (recorded in the store as the system's request)."""
+    import uuid
+    from uuid import UUID
+
+    from sqlalchemy import select
+
+    from commands.context import SYSTEM, Context
+    from commands.webhook_messages import RedeliverWebhook
+    from projections import webhooks as w
+
+    system = bootstrap(load_settings())
+    try:
+        with system.engine.connect() as conn:
+            endpoint = conn.execute(select(w.deliveries.c.endpoint_id).where(w.deliveries.c.id == delivery)).scalar()
+        if endpoint is None:
+            typer.echo(f"no delivery {delivery} of an endpoint", err=True)
+            raise typer.Exit(1)
+        cmd = RedeliverWebhook(UUID(endpoint), delivery_id=UUID(delivery))
+        position = system.platform.redeliver_webhook(cmd, Context(SYSTEM, f"cli-{uuid.uuid4()}"))
+        typer.echo(f"redelivery of {delivery} requested at position {position}")
     finally:
         system.close()
 

@@ -1,6 +1,6 @@
 """The schema step, run by the database owner before the roles connect (least privilege).
 
-The roles (api, relay, projector, processors, CLI) connect as an application role; the owner
+The roles (api, relay, projector, dispatcher, processors, CLI) connect as an application role; the owner
 (``AIORCH_DATABASE_URL``) creates that role if absent, the event store and the audit log,
 and triggers that refuse UPDATE, DELETE and TRUNCATE on both. eventsourcing takes
 ``LOCK TABLE … IN EXCLUSIVE MODE`` on each append, which PostgreSQL allows only with UPDATE,
@@ -116,8 +116,10 @@ def _known_read_models() -> set[str]:
     from api import live
     from infra import leases, relay
     from projections import tables as t
+    from projections import webhooks
 
-    names = {table.name for md in (t.metadata, live.metadata, leases.metadata, relay.metadata) for table in md.tables.values()}
+    metadatas = (t.metadata, live.metadata, leases.metadata, relay.metadata, webhooks.metadata)
+    names = {table.name for md in metadatas for table in md.tables.values()}
     return names | {getattr(t, name).name for name in t.NAMES}
 
 

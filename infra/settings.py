@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     public_url: str | None = None
     #: CIDRs where providers may live although private (a LAN model server)
     provider_allowed_networks: str = ""
+    #: webhooks (API.md, *Webhooks*): private and loopback URLs allowed (development,
+    #: tests); the retry schedule (seconds before each attempt, a JSON list); how long an
+    #: endpoint's deliveries may all fail before it is disabled; how long a rotated-out
+    #: secret keeps signing; one attempt's timeout; concurrent requests of the dispatcher
+    webhook_allow_private: bool = False
+    webhook_schedule_s: list[float] = Field(default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
+    webhook_disable_after_s: float = 5 * 24 * 3600.0
+    webhook_secret_overlap_s: float = 24 * 3600.0
+    webhook_timeout_s: float = 15.0
+    webhook_concurrency: int = 16
 
     # Tuning knobs (internal, but configurable so that tests run in seconds).
     access_token_ttl_s: int = 15 * 60

@@ -98,6 +98,7 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
         Child("api", [*cli, "api", "--host", host, "--port", str(port)]),
         Child("relay", [*cli, "relay"]),
         Child("projector", [*cli, "projector"]),
+        Child("dispatcher", [*cli, "dispatcher"]),
     ]
     children += [Child(f"processor-{i + 1}", [*cli, "process", "--types", types]) for i in range(processors)]
 

@@ -53,11 +53,13 @@ from events.agents import (
     ProviderUpdated,
 )
 from events.settings import SettingChanged, SettingCreated, SettingDeleted
+from events.webhooks import WebhookEndpointEvent
 from projections import tables as t
 from projections.failures import GENERATIONS_LIKE, PARKED, SKIPPED, describe, is_transient, park, skipped_reason
 from projections.follow import NotificationSource, StoreWaiter
 from projections.generations import create_generation, current_position, ensure_serving, tracking_name
 from projections.sanitize import sanitize_event
+from projections.webhook_endpoints import apply_endpoint_event
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,10 @@ class ReadModelProjection:
     @apply.register
     def _(self, e: AgentDeleted, conn: Connection, position: int) -> None:
         conn.execute(self.t.agents.delete().where(self.t.agents.c.id == str(e.originator_id)))
+
+    @apply.register
+    def _(self, e: WebhookEndpointEvent, conn: Connection, position: int) -> None:
+        apply_endpoint_event(e, self.t, conn, position)
 
     @apply.register
     def _(self, e: ProviderCreated, conn: Connection, position: int) -> None:

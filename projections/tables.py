@@ -219,7 +219,22 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("dead_lettered_at", DateTime(timezone=True), nullable=False, index=True),
         Column("position", BigInteger, nullable=False),
     )
+    webhook_endpoints = Table(
+        f"rm_webhook_endpoints{g}",
+        md,
+        Column("id", String(36), primary_key=True),
+        Column("url", Text, nullable=False),
+        Column("events", Json, nullable=False),
+        Column("description", Text, nullable=False),
+        Column("enabled", Boolean, nullable=False),
+        Column("disabled_reason", Text),
+        Column("owner_id", String(36), nullable=False, index=True),
+        Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Column("position", BigInteger, nullable=False),
+    )
     return SimpleNamespace(
+        webhook_endpoints=webhook_endpoints,
         dead_letters=dead_letters,
         users=users,
         projects=projects,
@@ -245,6 +260,7 @@ NAMES: tuple[str, ...] = (
     "settings",
     "agents",
     "providers",
+    "webhook_endpoints",
 )
 
 
@@ -269,3 +285,4 @@ settings = _views.settings
 agents = _views.agents
 providers = _views.providers
 dead_letters = _views.dead_letters
+webhook_endpoints = _views.webhook_endpoints

@@ -38,6 +38,7 @@ from commands.errors import InvalidCommand, NotFound, UnsupportedMediaType
 from commands.job_parameters import FILE_FIELDS
 from commands.messages import ArchiveJob, CancelJob, RetryJob, SubmitJob, UpdateJob, UpdateProgress
 from commands.permissions import require_admin, require_writer
+from commands.webhook_handlers import check_job_webhook
 from projections import tables as t
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -58,6 +59,8 @@ _MULTIPART_DOC = {
                         "parameters": {"type": "string", "description": "a JSON object"},
                         "agent": {"type": "string"},
                         "priority": {"type": "string"},
+                        "webhook": {"type": "string", "description": "a URL that receives the job's events"},
+                        "webhook_events": {"type": "string", "description": "a JSON list, or comma-separated"},
                         "input_file": {"type": "string", "format": "binary"},
                         "reference_file": {"type": "string", "format": "binary"},
                         "image_file": {"type": "string", "format": "binary"},
@@ -182,6 +185,17 @@ async def _read_submission(request: Request, services: Services, limit: int) -> 
                 "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "invalid JSON"}]
             ) from None
         raw: dict[str, Any] = {**{k: v for k, v in fields.items() if k != "parameters" and v != ""}, "parameters": parameters}
+        if isinstance(raw.get("webhook_events"), str):  # a JSON list, or comma-separated
+            text = raw["webhook_events"].strip()
+            try:
+                raw["webhook_events"] = (
+                    json.loads(text) if text.startswith("[") else [e.strip() for e in text.split(",") if e.strip()]
+                )
+            except (ValueError, RecursionError):
+                _drop(services, files)
+                raise InvalidCommand(
+                    "webhook_events must be a JSON list", errors=[{"loc": ["body", "webhook_events"], "msg": "invalid JSON"}]
+                ) from None
     elif ctype.startswith("application/json"):
         try:
             raw = await request.json()
@@ -237,6 +251,7 @@ async def submit_job(
             ) from None
         platform = services.platform
         await asyncio.to_thread(platform.prepare_submission, body.type, body.parameters, agent_id, set(files), ctx)
+        check_job_webhook(body.webhook, body.webhook_events, allow_private=platform.webhook_allow_private)
         for field, blob in files.items():  # files sent before the type field were not checked yet
             _check_file(body.type, field, blob.content_type)
         input_files = {field: blob.describe() for field, blob in files.items()}
@@ -249,13 +264,23 @@ async def submit_job(
                     body.agent,
                     body.priority,
                     {f: d["sha256"] for f, d in input_files.items()},
+                    *([body.webhook, body.webhook_events] if body.webhook or body.webhook_events else []),
                 ],
                 sort_keys=True,
                 default=str,
             ).encode()
         ).hexdigest()
         cmd = SubmitJob(
-            project_id, body.type, body.parameters, input_files, body.priority, agent_id, idempotency_key or None, request_hash
+            project_id,
+            body.type,
+            body.parameters,
+            input_files,
+            body.priority,
+            agent_id,
+            idempotency_key or None,
+            request_hash,
+            webhook=body.webhook,
+            webhook_events=body.webhook_events,
         )
         job_id, position = await services.command(platform.submit_job, cmd, ctx)
     except BaseException:
