@@ -105,7 +105,7 @@ async def create_webhook(body: WebhookIn, services: ServicesDep, ctx: CommandCtx
     """Register an endpoint. The answer alone carries its signing ``secret`` (``whsec_…``).
     A URL to a loopback, private, link-local or metadata address → 422."""
     cmd = CreateWebhook(body.url, body.events, body.description, body.enabled)
-    webhook_id, position, secret = await asyncio.to_thread(services.platform.create_webhook, cmd, ctx)
+    webhook_id, position, secret = await services.command(services.platform.create_webhook, cmd, ctx)
     headers = {"Aiorch-Position": str(position), "Location": f"/api/webhooks/{webhook_id}/"}
     if await services.await_position(position):
         row = await asyncio.to_thread(load_webhook, services, user, str(webhook_id))
@@ -116,7 +116,7 @@ async def create_webhook(body: WebhookIn, services: ServicesDep, ctx: CommandCtx
 @router.get("/default/secret/", dependencies=[ReadPosition])
 async def default_secret(services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> dict[str, str]:
     """``{secret}``: your secret for per-job webhooks (created on first use)."""
-    encrypted, _ = await asyncio.to_thread(services.platform.default_webhook_secret, user["id"], ctx)
+    encrypted, _ = await services.command(services.platform.default_webhook_secret, user["id"], ctx)
     return {"secret": services.platform.decrypt(encrypted)}
 
 
@@ -128,7 +128,7 @@ def get_webhook(webhook_id: UUID, services: ServicesDep, user: CurrentUser) -> d
 
 async def _update(webhook_id: UUID, changes: dict[str, Any], services: Services, ctx: Any, user: dict[str, Any]) -> Response:
     load_webhook(services, user, str(webhook_id))
-    position = await asyncio.to_thread(services.platform.update_webhook, UpdateWebhook(webhook_id, changes), ctx)
+    position = await services.command(services.platform.update_webhook, UpdateWebhook(webhook_id, changes), ctx)
     return await after_write(services, position, lambda: webhook_json(load_webhook(services, user, str(webhook_id))))
 
 
@@ -152,7 +152,7 @@ async def update_webhook(
 async def delete_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Remove an endpoint (204); nothing more is delivered to it."""
     load_webhook(services, user, str(webhook_id))
-    position = await asyncio.to_thread(services.platform.delete_webhook, DeleteWebhook(webhook_id), ctx)
+    position = await services.command(services.platform.delete_webhook, DeleteWebhook(webhook_id), ctx)
     return await after_write(services, position)
 
 
@@ -161,7 +161,7 @@ async def rotate_secret(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx
     """``{secret}``: a new signing secret; the old one also signs for
     ``AIORCH_WEBHOOK_SECRET_OVERLAP_S`` (default 24 h)."""
     load_webhook(services, user, str(webhook_id))
-    position, secret = await asyncio.to_thread(services.platform.rotate_webhook_secret, RotateWebhookSecret(webhook_id), ctx)
+    position, secret = await services.command(services.platform.rotate_webhook_secret, RotateWebhookSecret(webhook_id), ctx)
     return JSONResponse({"secret": secret}, headers={"Aiorch-Position": str(position)})
 
 
@@ -169,7 +169,7 @@ async def rotate_secret(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx
 async def test_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Send a ``webhook.test`` event (202 ``{position}``; see the delivery log)."""
     load_webhook(services, user, str(webhook_id))
-    position = await asyncio.to_thread(services.platform.test_webhook, TestWebhook(webhook_id), ctx)
+    position = await services.command(services.platform.test_webhook, TestWebhook(webhook_id), ctx)
     return JSONResponse({"position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
 
@@ -205,7 +205,7 @@ async def redeliver_one(
     if found is None:
         raise NotFound(f"no delivery {delivery_id}")
     cmd = RedeliverWebhook(webhook_id, delivery_id=delivery_id)
-    position = await asyncio.to_thread(services.platform.redeliver_webhook, cmd, ctx)
+    position = await services.command(services.platform.redeliver_webhook, cmd, ctx)
     return JSONResponse({"position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
 
@@ -224,7 +224,7 @@ async def redeliver_failed(
             select(func.count()).where(d.endpoint_id == str(webhook_id), d.status == "failed", d.created_at >= since)
         ).scalar_one()
     cmd = RedeliverWebhook(webhook_id, since=since.isoformat())
-    position = await asyncio.to_thread(services.platform.redeliver_webhook, cmd, ctx)
+    position = await services.command(services.platform.redeliver_webhook, cmd, ctx)
     return JSONResponse({"count": count, "position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
 
