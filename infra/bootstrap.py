@@ -184,10 +184,27 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
         settings.retry_backoff_cap_s,
     )
     if create_tables:
-        from api import live, sessions, throttle
-
-        ensure_serving(engine)  # the application role's own read models
-        live.metadata.create_all(engine)
-        throttle.metadata.create_all(engine)
-        sessions.metadata.create_all(engine)
+        create_app_tables(engine)
     return system
+
+
+def create_app_tables(engine: Engine) -> None:
+    """The application role's own tables (read models, live tickets, throttling, refresh
+    rotations), created if absent. Roles started at the same moment on a new database
+    serialise on an advisory lock: two concurrent ``CREATE TABLE IF NOT EXISTS`` of one
+    table make PostgreSQL raise a unique violation."""
+    from sqlalchemy import func, select
+
+    from api import live, sessions, throttle
+
+    key = func.hashtext("aiorch-app-tables")
+    with engine.connect() as conn:
+        conn.execute(select(func.pg_advisory_lock(key)))
+        try:
+            ensure_serving(engine)
+            live.metadata.create_all(engine)
+            throttle.metadata.create_all(engine)
+            sessions.metadata.create_all(engine)
+        finally:
+            conn.execute(select(func.pg_advisory_unlock(key)))
+            conn.commit()
