@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -37,8 +37,9 @@ class StoredFile(Protocol):
 
 
 class BlobStore(Protocol):
-    """Blob storage as the API uses it: ``infra.blobs.LocalBlobStore`` on a local folder (an
-    object store can stand behind the same methods). Keys look like ``uploads/<uuid>/<name>``.
+    """Blob storage as the API uses it: ``infra.blobs.LocalBlobStore`` on a local folder or
+    ``infra.s3blobs.S3BlobStore`` on S3-compatible object storage. Keys look like
+    ``uploads/<uuid>/<name>``.
 
     - ``save_stream(chunks, name, max_bytes=, accept=)`` stores an async stream of bytes under
       a new key and returns its :class:`StoredFile` (``describe()`` →
@@ -46,8 +47,10 @@ class BlobStore(Protocol):
       more than ``max_bytes`` arrived; ``accept(content_type)`` is called with the type sniffed
       from the first 8 KiB before the rest is stored, and may raise to refuse it. Whatever
       fails, nothing of that blob stays stored.
-    - ``open(key)`` reads a blob; ``path(key)`` is its local file (ValueError if the key
-      escapes the store); ``delete(key)`` removes it if present.
+    - ``local_path(key)`` is the blob's local file, served as a file (None when the store is
+      remote or the blob is gone); ``size(key)`` its bytes (None if not stored);
+      ``iter_range(key, start, end)`` streams bytes ``start..end`` inclusive; ``delete(key)``
+      removes it if present. A key that would escape the store raises ValueError.
     """
 
     async def save_stream(
@@ -59,8 +62,9 @@ class BlobStore(Protocol):
         accept: Callable[[str], None] | None = None,
         prefix: str = ...,
     ) -> StoredFile: ...
-    def open(self, key: str) -> BinaryIO: ...
-    def path(self, key: str) -> Path: ...
+    def local_path(self, key: str) -> Path | None: ...
+    def size(self, key: str) -> int | None: ...
+    def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]: ...
     def delete(self, key: str) -> None: ...
 
 

@@ -1,6 +1,7 @@
 """Blob storage on a local folder: uploads streamed in with sha256 and a sniffed content
 type, result files copied in, stored names never escaping the root. Folders are created
-0700 and files 0600: uploads are the users' data."""
+0700 and files 0600: uploads are the users' data. :func:`open_blob_store` picks this store
+or object storage (:mod:`infra.s3blobs`) from settings."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import filetype
 from starlette.concurrency import run_in_threadpool
 
 from commands.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from infra.s3blobs import S3BlobStore
+    from infra.settings import Settings
 
 CHUNK = 1024 * 1024
 #: bytes the type is sniffed from (``filetype`` reads at most 8,192)
@@ -163,6 +168,46 @@ class LocalBlobStore:
         p.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             p.parent.rmdir()
+
+    def local_path(self, key: str) -> Path | None:
+        """The file of ``key`` (downloads serve it as a file), None if it is not stored."""
+        p = self.path(key)
+        return p if p.is_file() else None
+
+    def local_copy(self, key: str, folder: Path) -> Path:
+        """A local file with the bytes of ``key``: the stored file itself (engines only read
+        their inputs), so ``folder`` is not used."""
+        return self.path(key)
+
+    def size(self, key: str) -> int | None:
+        """Bytes of blob ``key``, None if it is not stored."""
+        p = self.path(key)
+        return p.stat().st_size if p.is_file() else None
+
+    def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``start``..``end`` (inclusive) of blob ``key``, in chunks of at most ``CHUNK``."""
+        with self.open(key) as f:
+            f.seek(start)
+            left = end - start + 1
+            while left > 0 and (chunk := f.read(min(CHUNK, left))):
+                left -= len(chunk)
+                yield chunk
+
+    def sizes(self) -> dict[str, int]:
+        """Every stored blob: ``{key: bytes}``."""
+        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in self.root.rglob("*") if p.is_file()}
+
+
+def open_blob_store(settings: Settings) -> LocalBlobStore | S3BlobStore:
+    """The blob store the settings name: ``AIORCH_BLOB_URL=s3://bucket/prefix`` → object
+    storage (the ``AWS_*`` environment configures the client), else the local folder
+    ``AIORCH_BLOB_DIR``. Raises ValueError for a blob URL that is not ``s3://``."""
+    if settings.blob_url:
+        from infra.s3blobs import S3BlobStore, parse_blob_url
+
+        bucket, prefix = parse_blob_url(settings.blob_url)
+        return S3BlobStore(bucket, prefix)
+    return LocalBlobStore(settings.resolved_blob_dir)
 
 
 def _finish(out: BinaryIO, rest: bytes) -> None:

@@ -7,14 +7,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from commands.outbound import parse_networks
 from commands.service import Platform
 from commands.setting_keys import DEFAULTS
-from infra.blobs import LocalBlobStore
+from infra.blobs import LocalBlobStore, open_blob_store
 from infra.db import app_database_url, conninfo, make_engine, store_env
 from infra.secrets import fernet, secure_data_dir
 from infra.settings import Settings
@@ -22,6 +22,9 @@ from projections import queries
 from projections.follow import StoreWaiter
 from projections.generations import current_position, ensure_serving
 from projections.projector import Projector
+
+if TYPE_CHECKING:
+    from infra.s3blobs import S3BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ class System:
     settings: Settings
     platform: Platform
     engine: Engine
-    blobs: LocalBlobStore
+    blobs: LocalBlobStore | S3BlobStore
     database_url: str
     _catalog: list[dict[str, Any]] | None = field(default=None, repr=False)
 
@@ -167,7 +170,7 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     engine = make_engine(url, pool_size=settings.db_pool_size)
     if settings.data_dir.exists():
         secure_data_dir(settings)  # an earlier version left it 0755
-    system = System(settings, platform, engine, LocalBlobStore(settings.resolved_blob_dir), url)
+    system = System(settings, platform, engine, open_blob_store(settings), url)
     cipher = fernet(settings)
     platform.missing_engine = system.missing_engine
     platform.effective_settings = system.effective_settings
@@ -184,12 +187,29 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
         settings.retry_backoff_cap_s,
     )
     if create_tables:
-        from api import live, sessions, throttle
-        from projections import webhooks
-
-        ensure_serving(engine)  # the application role's own read models
-        live.metadata.create_all(engine)
-        throttle.metadata.create_all(engine)
-        sessions.metadata.create_all(engine)
-        webhooks.metadata.create_all(engine)
+        create_app_tables(engine)
     return system
+
+
+def create_app_tables(engine: Engine) -> None:
+    """The application role's own tables (read models, live tickets, throttling, refresh
+    rotations, webhook deliveries), created if absent. Roles started at the same moment on a new database
+    serialise on an advisory lock: two concurrent ``CREATE TABLE IF NOT EXISTS`` of one
+    table make PostgreSQL raise a unique violation."""
+    from sqlalchemy import func, select
+
+    from api import live, sessions, throttle
+    from projections import webhooks
+
+    key = func.hashtext("aiorch-app-tables")
+    with engine.connect() as conn:
+        conn.execute(select(func.pg_advisory_lock(key)))
+        try:
+            ensure_serving(engine)
+            live.metadata.create_all(engine)
+            throttle.metadata.create_all(engine)
+            sessions.metadata.create_all(engine)
+            webhooks.metadata.create_all(engine)
+        finally:
+            conn.execute(select(func.pg_advisory_unlock(key)))
+            conn.commit()

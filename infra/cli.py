@@ -28,6 +28,8 @@ audit_app = typer.Typer(no_args_is_help=True, help="Check the read models agains
 app.add_typer(audit_app, name="audit")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints, their deliveries, redelivery.")
 app.add_typer(webhooks_app, name="webhooks")
+blobs_app = typer.Typer(no_args_is_help=True, help="Blob storage: move a local folder's files into a bucket.")
+app.add_typer(blobs_app, name="blobs")
 
 log = logging.getLogger("aiorch")
 
@@ -522,6 +524,49 @@ def processors_list(
         table.add_row(m["id"], m["host"], ",".join(m["types"]), m["current_job"] or "-", beat, *state)
     Console(width=200).print(table)
     typer.echo(f"{sum(m['live'] for m in members)} live processor(s)", err=True)
+
+
+@blobs_app.command("migrate")
+def blobs_migrate(
+    source: Annotated[
+        str | None, typer.Option("--from", help="the local blob folder (default: AIORCH_BLOB_DIR or <data>/blobs)")
+    ] = None,
+    verify: Annotated[bool, typer.Option(help="read every copy back and compare its sha256")] = False,
+) -> None:
+    """Copy every blob of the local folder into the bucket of AIORCH_BLOB_URL (same keys),
+    skipping those already there with the same size: safe to run again. Exit 1 if a copy
+    differs (--verify)."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from infra.blobmigrate import migrate
+    from infra.blobs import LocalBlobStore
+    from infra.s3blobs import S3BlobStore, parse_blob_url
+
+    settings = load_settings()
+    if not settings.blob_url:
+        typer.echo("set AIORCH_BLOB_URL=s3://bucket/prefix (and AWS_*) to the bucket to copy into", err=True)
+        raise typer.Exit(2)
+    folder = Path(source) if source else settings.resolved_blob_dir
+    if not folder.is_dir():
+        typer.echo(f"no blob folder at {folder}", err=True)
+        raise typer.Exit(2)
+    local = LocalBlobStore(folder)
+    target = S3BlobStore(*parse_blob_url(settings.blob_url))
+    total = sum(local.sizes().values())
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(f"{folder} → {settings.blob_url}", total=total)
+        report = migrate(local, target, verify=verify, progress=lambda _key, size: bar.advance(task, size))
+    typer.echo(
+        f"copied {len(report.copied)} blobs ({report.copied_bytes} bytes), "
+        f"skipped {len(report.skipped)} already there" + (", verified every one" if verify and not report.mismatched else "")
+    )
+    for key in report.mismatched:
+        typer.echo(f"differs: {key}", err=True)
+    if report.mismatched:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -229,9 +229,6 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
     topics = [work_topic(s.topic_prefix, ty) for ty in types]
     engines = build_engines(types, s.resolved_model_dir)
 
-    def store_result(path: Any, key: str) -> dict[str, Any]:
-        return system.blobs.put_file(path, key).describe()
-
     def stale_work(job_types: list[str], exclude: list[str]) -> dict[str, Any] | None:
         """The most urgent due job of ``job_types`` pending past the requeue threshold."""
         cutoff = datetime.now(UTC) - timedelta(seconds=s.requeue_after_s)
@@ -298,8 +295,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
         system.platform,
         engines,
         lambda: make_consumer(bootstrap, s.consumer_group, topics),
-        system.blobs.path,
-        store_result,
+        system.blobs,
         processor_id=proc_id,
         tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s, s.heartbeat_s),
         stale_work=stale_work,

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     encryption_key: str | None = None
     model_dir: Path | None = None
     blob_dir: Path | None = None
+    #: ``s3://bucket/prefix``: blobs in S3-compatible object storage (``AWS_*`` configure the
+    #: client); unset: the local folder ``blob_dir``
+    blob_url: str | None = None
     lease_s: float = 60.0
     heartbeat_s: float = 10.0
     read_wait_s: float = 5.0

@@ -20,6 +20,7 @@ from commands.errors import Conflict, DomainError
 from commands.job import RUNNING, Job
 from commands.messages import AppendLogs, CompleteJob, ConfirmCancellation, EndAttempt, ReleaseJob, UpdateProgress
 from commands.service import Platform
+from processors.blobs import BlobAccess
 from processors.engines.base import Engine, EngineContext, EngineError, JobCancelled
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,7 @@ class JobRun:
         job: Job,
         engine: Engine,
         ctx: Context,
-        blob_path: Callable[[str], Path],
-        store_result: Callable[[Path, str], dict[str, Any]],
+        blobs: BlobAccess,
         tuning: RunTuning,
         limits: dict[str, Any] | None = None,
         lease: Lease | None = None,
@@ -70,7 +70,7 @@ class JobRun:
     ) -> None:
         self.platform, self.job, self.engine, self.ctx = platform, job, engine, ctx
         self.limits = limits or {}
-        self.blob_path, self.store_result, self.tuning = blob_path, store_result, tuning
+        self.blobs, self.tuning = blobs, tuning
         self.lease, self.stopping = lease, stopping or threading.Event()
         self.job_id: UUID = job.id
         self._lock = threading.Lock()
@@ -170,7 +170,11 @@ class JobRun:
                 log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
 
     def _run(self, work_dir: Path) -> str:
-        inputs = {field: self.blob_path(f["blob"]) for field, f in self.job.input_files.items()}
+        try:  # local copies under the work folder, removed with it after the run
+            inputs = {field: self.blobs.local_copy(f["blob"], work_dir / "inputs") for field, f in self.job.input_files.items()}
+        except Exception as exc:  # the store is unreachable (or lost the file): a later attempt may succeed
+            log.warning("job %s: its input files could not be read", self.job_id, exc_info=True)
+            return self._end("engine_error", f"the input files could not be read: {type(exc).__name__}", retryable=True)
         ectx = EngineContext(
             job_id=str(self.job_id),
             parameters={**self.job.parameters, **self._limit_parameters()},
@@ -193,7 +197,14 @@ class JobRun:
             return self._end("engine_error", f"{type(exc).__name__}: {exc}", retryable=False)
         if self.lost:
             return "lost"
-        files = [self.store_result(path, f"results/{self.job_id}/{self.job.attempt}/{path.name}") for path in result.files]
+        try:
+            files = [
+                self.blobs.put_file(path, f"results/{self.job_id}/{self.job.attempt}/{path.name}").describe()
+                for path in result.files
+            ]
+        except Exception as exc:
+            log.warning("job %s: its result files could not be stored", self.job_id, exc_info=True)
+            return self._end("engine_error", f"the result files could not be stored: {type(exc).__name__}", retryable=True)
         self.flush_logs()
         done = self._command(
             self.platform.complete_job,

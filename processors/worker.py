@@ -15,7 +15,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +23,7 @@ from commands.errors import ClaimLost, NotFound
 from commands.job import PENDING, Job
 from commands.messages import StartJob
 from commands.service import Platform
+from processors.blobs import BlobAccess
 from processors.engines.base import Engine
 from processors.membership import Heartbeat, Member, Roster
 from processors.run import JobRun, Lease, RunTuning
@@ -38,8 +38,7 @@ class Processor:
         platform: the write side (loads and claims jobs, receives reports).
         engines: ``{type: engine}``; engines are loaded at :meth:`run_forever` start.
         consumer_factory: builds a subscribed Kafka consumer (recreated after broker errors).
-        blob_path: local path of an input blob key.
-        store_result: copies a result file into blob storage, returns its description.
+        blobs: blob storage: input files are read and result files stored through it only.
         processor_id: unique id of this processor (the claim's owner).
         stale_work: ``stale_work(types, exclude)`` answers a work message for the most urgent job of
             ``types`` pending longer than the requeue threshold (read model), or None; such
@@ -54,8 +53,7 @@ class Processor:
         platform: Platform,
         engines: dict[str, Engine],
         consumer_factory: Callable[[], Any],
-        blob_path: Callable[[str], Path],
-        store_result: Callable[[Path, str], dict[str, Any]],
+        blobs: BlobAccess,
         *,
         processor_id: str,
         tuning: RunTuning | None = None,
@@ -70,7 +68,7 @@ class Processor:
         roster: Roster | None = None,
     ) -> None:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
-        self.blob_path, self.store_result, self.processor_id = blob_path, store_result, processor_id
+        self.blobs, self.processor_id = blobs, processor_id
         self.tuning = tuning or RunTuning()
         self.stale_work, self.stale_check_s = stale_work, stale_check_s
         self.slot_guard, self.limits, self.leases, self.max_run_s = slot_guard, limits, leases, max_run_s
@@ -197,7 +195,7 @@ class Processor:
             engine = self.remote_engine(job) or engine
         limits = self.limits(job.owner_id) if self.limits else {}
         tuning = replace(self.tuning, max_run_s=self.max_run_s(job.type)) if self.max_run_s else self.tuning
-        run = JobRun(self.platform, job, engine, ctx, self.blob_path, self.store_result, tuning, limits, lease, self._stop)
+        run = JobRun(self.platform, job, engine, ctx, self.blobs, tuning, limits, lease, self._stop)
         self._set_current(str(job_id))
         try:
             status = self._run_beside_poll(run, consumer)

@@ -30,6 +30,7 @@ from api.deps import (
     current_user,
     link_user,
 )
+from api.downloads import download
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import CancelOut, JobIn, JobOut, ResultOut
 from api.uploads import FIELDS_BYTES, MultipartReader
@@ -434,11 +435,8 @@ def download_viewer(
 DownloadViewer = Annotated[dict[str, Any] | None, Depends(download_viewer)]
 
 
-def _download(services: Services, blob: dict[str, Any]) -> FileResponse:
-    path = services.blobs.path(blob["blob"])
-    if not path.exists():
-        raise NotFound("the file is no longer stored")
-    return FileResponse(path, media_type=blob["content_type"], filename=blob["name"])
+def _download(services: Services, request: Request, blob: dict[str, Any]) -> Response:
+    return download(services.blobs, request, blob)
 
 
 def _job_row(services: Services, viewer: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
@@ -452,22 +450,22 @@ def _job_row(services: Services, viewer: dict[str, Any] | None, job_id: str) -> 
 
 
 @router.get("/{job_id}/result/files/{index}/", response_class=FileResponse)
-def download_result(job_id: UUID, index: int, services: ServicesDep, viewer: DownloadViewer) -> FileResponse:
+def download_result(job_id: UUID, index: int, request: Request, services: ServicesDep, viewer: DownloadViewer) -> Response:
     """Download result file ``index`` (0 is the main file); Bearer or signed link; supports ``Range``."""
     _job_row(services, viewer, str(job_id))
     files = result_row(services, str(job_id))["files"]
     if not 0 <= index < len(files):
         raise NotFound(f"job {job_id} has no result file {index}")
-    return _download(services, files[index])
+    return _download(services, request, files[index])
 
 
 @router.get("/{job_id}/files/{field}/", response_class=FileResponse)
-def download_input(job_id: UUID, field: str, services: ServicesDep, viewer: DownloadViewer) -> FileResponse:
+def download_input(job_id: UUID, field: str, request: Request, services: ServicesDep, viewer: DownloadViewer) -> Response:
     """Download an input file of the job; Bearer or signed link; supports ``Range``."""
     files = _job_row(services, viewer, str(job_id))["input_files"] or {}
     if field not in files:
         raise NotFound(f"job {job_id} has no input file {field}")
-    return _download(services, files[field])
+    return _download(services, request, files[field])
 
 
 def result_row(services: Services, job_id: str) -> dict[str, Any]:

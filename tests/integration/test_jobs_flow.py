@@ -33,6 +33,10 @@ def submit_stt(client: Any, project: str, path: Any, **params: Any) -> dict[str,
     return dict(resp.json())
 
 
+BOTH_STORES = pytest.mark.parametrize("blob_backend", ["local", "s3"], indirect=True)
+
+
+@BOTH_STORES
 def test_stt_job_over_http_transcribes_real_speech(platform_up: dict[str, Any]) -> None:
     editor = platform_up["clients"]["editor"]
     job = submit_stt(editor, platform_up["project"], LIBRIVOX)
@@ -52,6 +56,7 @@ def test_stt_job_over_http_transcribes_real_speech(platform_up: dict[str, Any]) 
     assert editor.get(job["input_files"]["input_file"]["url"]).content == LIBRIVOX.read_bytes()
 
 
+@BOTH_STORES
 def test_tts_job_yields_wav_that_transcribes_back(platform_up: dict[str, Any], engines: dict[str, Any], tmp_path: Any) -> None:
     from processors.engines import EngineContext
 

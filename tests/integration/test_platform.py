@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import uuid
 from typing import Any
@@ -37,9 +38,10 @@ def event_count(system: Any) -> int:
 
 
 def blobs(system: Any) -> list[str]:
-    return sorted(str(p) for p in system.blobs.root.rglob("*") if p.is_file())
+    return sorted(system.blobs.sizes())  # the local folder's files, or the bucket's objects
 
 
+@pytest.mark.parametrize("blob_backend", ["local", "s3"], indirect=True)
 def test_upload_one_byte_over_the_limit_is_refused_leaving_no_blob_and_no_event(api: dict[str, Any], system: Any) -> None:
     admin, editor = api["admin"], api["editor"]
     assert admin.post("/api/settings/", json={"key": "max_file_size_mb", "value": 1}).status_code == 201
@@ -61,6 +63,85 @@ def test_upload_one_byte_over_the_limit_is_refused_leaving_no_blob_and_no_event(
     )
     assert ok.status_code == 201, ok.text
     assert ok.json()["input_files"]["input_file"]["size"] == limit
+
+
+def open_uploads(system: Any) -> list[str]:
+    """Unfinished multipart uploads under the test's prefix ([] for the local folder)."""
+    store = system.blobs
+    if not hasattr(store, "bucket"):
+        return []
+    answer = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix + "/")
+    return sorted(u["Key"] for u in answer.get("Uploads", []))
+
+
+def form(fields: list[tuple[str, str, bytes | None]], boundary: str = "aiorch-orphans") -> tuple[bytes, str]:
+    """A multipart body of ``(name, filename or "", bytes or None for a text value)`` parts
+    in the order given, and its Content-Type."""
+    out = b""
+    for name, filename, data in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if data is not None else "")
+        value = data if data is not None else filename.encode()
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("blob_backend", ["local", "s3"], indirect=True)
+def test_refused_and_failed_submissions_leave_no_upload_behind(api: dict[str, Any], system: Any) -> None:
+    admin, editor, project = api["admin"], api["editor"], api["project"]
+    assert admin.post("/api/settings/", json={"key": "max_file_size_mb", "value": 20}).status_code == 201
+    wav = (SHARED_DATA / "speech" / "cards-005.wav").read_bytes()
+    mib = 1024 * 1024
+    before_events, before_blobs = event_count(system), blobs(system)
+
+    def nothing_kept() -> bool:
+        return event_count(system) == before_events and blobs(system) == before_blobs and open_uploads(system) == []
+
+    refusals = [
+        # stored, then the submission is refused: the project is not an id, or no project of ours
+        ([("project", "nope", None), ("type", "stt", None), ("input_file", "a.wav", wav)], 422),
+        ([("project", str(uuid.uuid4()), None), ("type", "stt", None), ("input_file", "a.wav", wav)], 422),
+        # sent before the type field: stored, then refused as a field a tts job does not take
+        ([("project", project, None), ("input_file", "a.wav", wav), ("type", "tts", None)], 422),
+        # a first file stored, the second over the limit (9 MiB of it already in the store on S3)
+        (
+            [
+                ("project", project, None),
+                ("type", "voice_cloning", None),
+                ("reference_file", "ref.wav", wav),
+                ("input_file", "big.wav", wav + bytes(20 * mib + 1 - len(wav))),
+            ],
+            413,
+        ),
+        # parameters that are not JSON, after the file
+        ([("project", project, None), ("type", "stt", None), ("input_file", "a.wav", wav), ("parameters", "{", None)], 422),
+    ]
+    for fields, status in refusals:
+        body, ctype = form(fields)
+        answer = editor.post("/api/jobs/", content=body, headers={"Content-Type": ctype})
+        assert answer.status_code == status, ([f[0] for f in fields], answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert nothing_kept(), ([f[0] for f in fields], blobs(system), open_uploads(system))
+
+    # a client that goes away mid-upload, after a first 8 MiB part has reached the store
+    body, ctype = form([("project", project, None), ("type", "stt", None), ("input_file", "cut.wav", wav + bytes(16 * mib))])
+    host, port = httpx.URL(api["base"]).host, httpx.URL(api["base"]).port
+    with socket.create_connection((host, port or 80)) as conn:
+        head = (
+            f"POST /api/jobs/ HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"Authorization: {editor.http.headers['Authorization']}\r\n\r\n"
+        )
+        conn.sendall(head.encode() + body[: 12 * mib])
+        wait_until(lambda: blobs(system) != before_blobs or open_uploads(system), 30, 0.05, "the upload to reach the store")
+    wait_until(nothing_kept, 30, 0.2, "the dropped upload to be removed")
+
+    # an idempotent replay stores its files, then drops them: the first submission's are the job's
+    fields = [("project", project, None), ("type", "stt", None), ("input_file", "a.wav", wav)]
+    body, ctype = form(fields)
+    headers = {"Content-Type": ctype, "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    first = editor.post("/api/jobs/", content=body, headers=headers)
+    again = editor.post("/api/jobs/", content=body, headers=headers)
+    assert first.status_code == 201 and again.json()["id"] == first.json()["id"], (first.text, again.text)
+    assert len(blobs(system)) == len(before_blobs) + 1 and open_uploads(system) == []
 
 
 def test_agent_defaults_merge_and_an_inactive_agent_is_refused(api: dict[str, Any]) -> None:

@@ -292,3 +292,30 @@ def test_two_api_processes_share_nothing_but_the_database(system: Any, runner: R
     finally:
         runner_b.close()
         system_b.close()
+
+
+def test_roles_started_together_on_a_new_database_all_come_up(settings: Any) -> None:
+    """Every role runs the schema step and creates its tables at start: started at the same
+    moment on an empty database (docker compose up, a multi-host start), none fails."""
+    from infra.bootstrap import bootstrap
+
+    gate = threading.Barrier(6)
+    errors: list[BaseException] = []
+    systems: list[Any] = []
+
+    def start() -> None:
+        gate.wait(10)
+        try:
+            systems.append(bootstrap(settings))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    for s in systems:
+        s.close()
+    assert not errors, errors
+    assert len(systems) == 6
