@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 HSTS_MAX_AGE_S = 365 * 24 * 3600
 
 #: sent on every answer unless the answer set the header itself. The CSP holds only
-#: ``frame-ancestors``: a fuller policy would break the Swagger UI that /docs loads from a CDN.
+#: ``frame-ancestors``: a fuller policy would break the inline scripts that start /docs and /redoc.
 BASE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

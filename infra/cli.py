@@ -72,7 +72,8 @@ def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int,
     _logging()
     system = bootstrap(load_settings())
     bootstrap_admin(system)
-    uvicorn.run(api_app(system), host=host, port=port, log_level="info", access_log=False)
+    # proxy_headers off: the app believes X-Forwarded-* only from AIORCH_TRUSTED_PROXIES
+    uvicorn.run(api_app(system), host=host, port=port, log_level="info", access_log=False, proxy_headers=False)
 
 
 @app.command()
