@@ -64,6 +64,7 @@ def job_json(row: dict[str, Any], sign: Sign) -> dict[str, Any]:
         "error": row["error"],
         "has_result": row["has_result"],
         "cancel_requested": row["cancel_requested"],
+        "demo": bool(row.get("demo")),
     }
 
 

@@ -66,6 +66,7 @@ class Job(PlatformAggregate):
         agent_id: str | None,
         idempotency_key: str | None,
         request_hash: str | None,
+        demo: bool = False,
     ) -> None:
         self.project_id = project_id
         self.owner_id = owner_id
@@ -76,6 +77,7 @@ class Job(PlatformAggregate):
         self.agent_id = agent_id
         self.idempotency_key = idempotency_key
         self.request_hash = request_hash
+        self.demo = demo
         self.status = PENDING
         self.progress = 0
         self.stage = "queued"
@@ -294,5 +296,6 @@ class Job(PlatformAggregate):
             "has_result": self.result is not None,
             "cancel_requested": self.cancel_requested,
             "archived": self.archived,
+            "demo": self.demo,
             "version": self.version,
         }

@@ -29,7 +29,9 @@ class JobSubmitted(CreatedEvent):
     ``{"blob": str, "name": str, "size": int, "content_type": str, "sha256": str}``.
     ``agent_id`` names the agent whose configuration filled omitted parameters;
     ``idempotency_key`` (the client's ``Idempotency-Key``) derives the job id, and
-    ``request_hash`` (sha256 of the request) tells a replay from a reuse.
+    ``request_hash`` (sha256 of the request) tells a replay from a reuse. ``demo`` marks
+    a job of ``aiorch seed --demo``: shown, never claimed, reaped or re-published (a
+    default, so events stored before the flag decode as real jobs).
     """
 
     project_id: str
@@ -41,6 +43,7 @@ class JobSubmitted(CreatedEvent):
     agent_id: str | None
     idempotency_key: str | None
     request_hash: str | None
+    demo: bool = False
 
 
 class JobStarted(DomainEvent):

@@ -246,6 +246,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
                     t.jobs.c.type.in_(job_types),
                     t.jobs.c.updated_at < cutoff,
                     t.jobs.c.archived.is_(False),
+                    t.jobs.c.demo.is_(False),
                     t.jobs.c.id.not_in(exclude),
                 )
                 .order_by(urgency, t.jobs.c.created_at)
@@ -270,6 +271,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
                     t.jobs.c.type.in_(job_types),
                     t.jobs.c.priority.in_(higher),
                     t.jobs.c.archived.is_(False),
+                    t.jobs.c.demo.is_(False),
                     t.jobs.c.id != job_id,
                 )
                 .order_by(t.jobs.c.created_at)
