@@ -152,7 +152,10 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     """
     settings = resolve_urls(settings)
     if not settings.database_url and not settings.app_database_url:
-        raise RuntimeError("no database: set AIORCH_DATABASE_URL, or start the system with `aiorch up`")
+        raise RuntimeError(
+            f"no database: no running system found ({settings.runtime_file} is absent) and AIORCH_DATABASE_URL is unset;"
+            " start it with `aiorch up`, or point AIORCH_DATA_DIR at the folder it uses"
+        )
     # least privilege: the owner (AIORCH_DATABASE_URL) sets the schema up, the roles connect
     # as the application role; with AIORCH_APP_DATABASE_URL alone the schema must exist
     url = settings.app_database_url

@@ -6,12 +6,13 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from infra.bootstrap import bootstrap
-from infra.settings import load_settings
+if TYPE_CHECKING:
+    from infra.bootstrap import System
+    from infra.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="aiorch: event-sourced orchestration of AI media jobs.")
 users_app = typer.Typer(no_args_is_help=True, help="Manage users (there is no signup).")
@@ -30,9 +31,24 @@ app.add_typer(audit_app, name="audit")
 log = logging.getLogger("aiorch")
 
 
+def _settings() -> Settings:
+    """The settings (imported here: ``aiorch --help`` imports nothing heavy)."""
+    from infra.settings import load_settings
+
+    return load_settings()
+
+
+def _system() -> System:
+    """The composition root of the running system (raises what :func:`main` reports in one line)."""
+    from infra.bootstrap import bootstrap
+
+    return bootstrap(_settings())
+
+
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(processName)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _stop_on_signals(stop: Any) -> None:
@@ -59,7 +75,7 @@ def up(
     from infra.supervisor import run_system
 
     _logging()
-    raise typer.Exit(run_system(load_settings(), host=host, port=port, processors=processors, types=types))
+    raise typer.Exit(run_system(_settings(), host=host, port=port, processors=processors, types=types))
 
 
 @app.command()
@@ -70,7 +86,7 @@ def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int,
     from infra.roles import api_app, bootstrap_admin
 
     _logging()
-    system = bootstrap(load_settings())
+    system = _system()
     bootstrap_admin(system)
     # proxy_headers off: the app believes X-Forwarded-* only from AIORCH_TRUSTED_PROXIES
     uvicorn.run(api_app(system), host=host, port=port, log_level="info", access_log=False, proxy_headers=False)
@@ -82,7 +98,7 @@ def relay() -> None:
     from infra.roles import relay as build_relay
 
     _logging()
-    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    system = _system()  # keep it: its store closes its pool when collected
     r = build_relay(system)
     _stop_on_signals(r.stop)
     try:
@@ -95,7 +111,7 @@ def relay() -> None:
 def projector() -> None:
     """Run the read-model projector alone."""
     _logging()
-    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    system = _system()  # keep it: its store closes its pool when collected
     p = system.projector()
     _stop_on_signals(p.stop)
     try:
@@ -113,7 +129,7 @@ def process(types: Annotated[str, typer.Option(help="comma-separated job types, 
     from events.jobs import JOB_TYPES
 
     chosen = list(JOB_TYPES) if types.strip() == "all" else [t.strip() for t in types.split(",") if t.strip()]
-    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    system = _system()  # keep it: its store closes its pool when collected
     proc = processor(system, chosen)
     _stop_on_signals(proc.stop)
     try:
@@ -138,7 +154,7 @@ def users_create(
         if password_stdin
         else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     )
-    system = bootstrap(load_settings())
+    system = _system()
     try:
         user_id = create_user(system, name, password, role, email)
     except DomainError as exc:
@@ -155,7 +171,7 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="load the demo data s
     if not demo:
         typer.echo("nothing to seed: pass --demo", err=True)
         raise typer.Exit(2)
-    seed_demo(bootstrap(load_settings()), typer.echo)
+    seed_demo(_system(), typer.echo)
 
 
 @projections_app.command("status")
@@ -166,7 +182,7 @@ def projections_status() -> None:
 
     from projections.operations import status
 
-    system = bootstrap(load_settings())
+    system = _system()
     table = Table("projection", "role", "position", "head", "lag (events)", "lag (s)")
     for row in status(system.engine, system.platform.recorder, system.platform.mapper.to_domain_event):
         table.add_row(
@@ -193,7 +209,7 @@ def projections_rebuild(
     if not all_ and name not in (REGISTRY_NAME,):
         typer.echo(f"name a projection ({REGISTRY_NAME}) or pass --all", err=True)
         raise typer.Exit(2)
-    system = bootstrap(load_settings())
+    system = _system()
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]read_models"),
@@ -228,7 +244,7 @@ def projections_failures(
 
     from projections.failures import failures
 
-    system = bootstrap(load_settings())
+    system = _system()
     with system.engine.connect() as conn:
         rows = failures(conn, state)
     table = Table("position", "projection", "topic", "state", "at", "error / reason")
@@ -248,7 +264,7 @@ def projections_retry(
     from projections.failures import RELAY
     from projections.operations import retry
 
-    system = bootstrap(load_settings())
+    system = _system()
 
     def relay_retry(pos: int) -> None:
         from infra.roles import relay
@@ -297,7 +313,7 @@ def projections_skip(
     if not reason.strip():
         typer.echo("error: give a --reason", err=True)
         raise typer.Exit(2)
-    system = bootstrap(load_settings())
+    system = _system()
 
     def audit(conn: Connection, marked: list[str]) -> None:
         conn.execute(
@@ -327,7 +343,7 @@ def jobs_history(job_id: str, as_json: Annotated[bool, typer.Option("--json", he
 
     from api.routers.history import history_item
 
-    system = bootstrap(load_settings())
+    system = _system()
     for position, event in system.platform.history(job_id, limit=1_000_000):
         item = history_item(position, event)
         if as_json:
@@ -347,7 +363,7 @@ def _retry(job_id: str, reason: str) -> None:
     from commands.errors import DomainError
     from commands.messages import RetryJob
 
-    system = bootstrap(load_settings())
+    system = _system()
     try:
         position = system.platform.retry_job(RetryJob(uuid.UUID(job_id), reason), Context(SYSTEM, f"cli-{uuid.uuid4()}"))
     except (DomainError, ValueError) as exc:
@@ -369,7 +385,7 @@ def dead_letters_list() -> None:
 
     from projections import tables as t
 
-    system = bootstrap(load_settings())
+    system = _system()
     with system.engine.connect() as conn:
         rows = conn.execute(select(t.dead_letters).order_by(t.dead_letters.c.dead_lettered_at.desc())).mappings().all()
     for r in rows:
@@ -392,7 +408,7 @@ def audit_verify() -> None:
     that differs (exit 1 if any)."""
     from infra.verify import verify
 
-    system = bootstrap(load_settings())
+    system = _system()
     problems = verify(system, lambda n: typer.echo(f"checked {n} aggregates", err=True))
     for line in problems:
         typer.echo(line)
@@ -419,7 +435,9 @@ def processors_list(
 
     from infra.membership import ProcessorRoster
 
-    system = bootstrap(load_settings(), create_tables=False)
+    from infra.bootstrap import bootstrap
+
+    system = bootstrap(_settings(), create_tables=False)
     try:
         members = ProcessorRoster(system.engine).members(include_dead=all_)
     finally:
@@ -436,11 +454,34 @@ def processors_list(
     typer.echo(f"{sum(m['live'] for m in members)} live processor(s)", err=True)
 
 
+def _unreachable(exc: BaseException) -> str | None:
+    """A one-line reason when ``exc`` means the system cannot be found or reached, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if isinstance(seen, RuntimeError) and str(seen).startswith("no database"):
+            return str(seen)
+        if name in ("OperationalError", "InterfaceError") or isinstance(seen, ConnectionError):
+            first = (str(seen).strip().splitlines() or [name])[0]
+            return f"cannot reach the database ({first[:200]}); is `aiorch up` running, and AIORCH_DATA_DIR the one it uses?"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main() -> None:
-    """Console-script entry point. Files the roles create (secrets, runtime.json, blobs,
-    logs) are this user's alone: umask 077."""
+    """Console-script entry point: errors that mean "the system is not there" are one line.
+    Files the roles create (secrets, runtime.json, blobs, logs) are this user's alone: umask 077."""
     os.umask(0o077)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        reason = _unreachable(exc)
+        if reason is None:
+            raise
+        typer.echo(f"aiorch: error: {reason}", err=True)
+        sys.exit(1)
 
 
 __all__ = ["main"]
