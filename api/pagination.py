@@ -20,19 +20,16 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, Select, func, select
 
 from api.urls import absolute_url
-from commands.errors import InvalidCommand, NotFound
+from commands.errors import NotFound
 
 MAX_PAGE_SIZE = 500
-#: the highest ``?page=``: its offset (page × page size) stays far inside PostgreSQL's
-#: bigint; beyond → 422 naming ``page`` (a number of pages no list comes near)
-MAX_PAGE = 1_000_000_000
 DEFAULT_PAGE_SIZE = 50
 LAST_PAGE = "last"
 INVALID_PAGE = "Invalid page."
 
 
 class PageParams(BaseModel):
-    """``?page=`` (1-based and ≤ 10⁹, or ``last``) and ``?page_size=`` (default 50, capped at 500)."""
+    """``?page=`` (1-based, or ``last``) and ``?page_size=`` (default 50, capped at 500)."""
 
     page: int | str = 1
     page_size: int = DEFAULT_PAGE_SIZE
@@ -51,10 +48,8 @@ def page_params(
     page: Annotated[
         str | None,
         Query(
-            description=f"1-based page number (at most {MAX_PAGE:,}, beyond → 422), or `last`; past the end → 404",
-            json_schema_extra={
-                "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, {"type": "string", "enum": [LAST_PAGE]}]
-            },
+            description="1-based page number, or `last`; past the end → 404",
+            json_schema_extra={"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": [LAST_PAGE]}]},
         ),
     ] = None,
     page_size: Annotated[
@@ -66,20 +61,14 @@ def page_params(
     ] = None,
 ) -> PageParams:
     """The page query parameters, read as DRF reads them (the page is checked once the
-    count is known, by :func:`page_window`). Raises InvalidCommand (422 naming ``page``)
-    for a page number above :data:`MAX_PAGE`, whose offset no list reaches."""
+    count is known, by :func:`page_window`). A number of more than 18 digits is no page
+    (404 there), so no offset can pass PostgreSQL's bigint."""
     number: int | str = 1
     if page is not None and page.strip():
         text = page.strip()
-        if text.isascii() and text.isdigit():
-            if len(text) > len(str(MAX_PAGE)) or int(text) > MAX_PAGE:
-                raise InvalidCommand(
-                    "the page is out of range",
-                    errors=[{"loc": ["query", "page"], "msg": f"Input should be less than or equal to {MAX_PAGE}"}],
-                )
-            number = int(text)
-        else:
-            number = LAST_PAGE if text == LAST_PAGE else text
+        number = (
+            LAST_PAGE if text == LAST_PAGE else (int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else text)
+        )
     return PageParams(page=number, page_size=_page_size(page_size))
 
 

@@ -433,9 +433,8 @@ def processors_list(
     from rich.console import Console
     from rich.table import Table
 
-    from infra.membership import ProcessorRoster
-
     from infra.bootstrap import bootstrap
+    from infra.membership import ProcessorRoster
 
     system = bootstrap(_settings(), create_tables=False)
     try:

@@ -66,9 +66,7 @@ def api_app(system: System) -> FastAPI:
         reads=services.reads,  # stopped with the hub
         max_per_user=s.max_live_per_user,
     )
-    app = create_app(
-        services, cors_origins=s.cors_origin_list, max_body_bytes=s.max_body_bytes, public_url=s.public_url
-    )
+    app = create_app(services, cors_origins=s.cors_origin_list, max_body_bytes=s.max_body_bytes, public_url=s.public_url)
     app.state.metrics.registry.register(services.login_guard.checks.metric)
     return app
 
