@@ -14,7 +14,7 @@ from api import errors
 from api.audit import AuditMiddleware
 from api.deps import Services
 from api.forms import FormBodies
-from api.headers import SecurityHeadersMiddleware, security_headers
+from api.headers import DOCS_PATHS, SecurityHeadersMiddleware, docs_headers, security_headers
 from api.limits import BodyLimits
 from api.routers import config, history, jobs, live, ops, projects, results, tokens, users
 from api.urls import BaseUrls
@@ -46,6 +46,8 @@ def create_app(
         description="Event-sourced orchestration of AI media jobs (STT, TTS and more). "
         "Log in at POST /api/token/ and send `Authorization: Bearer <access>`.",
         dependencies=[Depends(errors.clean_parameters)],
+        # Swagger UI would otherwise send the spec to validator.swagger.io for its badge
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.services = services
     app.state.metrics = ops.Metrics(services)
@@ -58,7 +60,9 @@ def create_app(
     app.add_middleware(ops.RequestMetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(errors.RequestIdMiddleware)
     app.add_middleware(errors.UnhandledErrorMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware, headers=security_headers(services.public_url))
+    headers = security_headers(public_url)
+    docs = {path: docs_headers(headers) for path in DOCS_PATHS}
+    app.add_middleware(SecurityHeadersMiddleware, headers=headers, pages=docs)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
