@@ -417,6 +417,19 @@ def audit_verify() -> None:
     typer.echo("every read-model row matches the store")
 
 
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False) -> None:
+    """What this machine lacks per job type: Debian packages, Python packages, models (no
+    running system needed). Exits 0 when nothing is missing, 1 otherwise."""
+    import json
+
+    from infra.doctor import diagnose, render
+
+    report = diagnose(_settings().resolved_model_dir)
+    typer.echo(json.dumps(report, indent=2) if as_json else "\n".join(render(report)))
+    raise typer.Exit(0 if report["complete"] else 1)
+
+
 processors_app = typer.Typer(no_args_is_help=True, help="Processors that run jobs (their heartbeats).")
 app.add_typer(processors_app, name="processors")
 

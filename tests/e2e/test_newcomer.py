@@ -151,3 +151,47 @@ def test_a_job_in_a_language_nobody_here_speaks_is_refused_at_submission(system:
     finally:
         runner.close()
 
+
+def test_doctor_says_what_this_machine_lacks_per_job_type(tmp_path: Path, model_dir: Path) -> None:
+    import shutil
+
+    seven = ["stt", "tts", "voice_cloning", "dubbing", "ai_stories", "video_translation", "animated_talking_heads"]
+    debian = ["espeak-ng", "apertium", "apertium-eng-spa", "apertium-fr-es"]
+
+    def doctor(path: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**cli_env(tmp_path / "data"), "PATH": path, "AIORCH_MODEL_DIR": str(model_dir)}
+        cmd = [sys.executable, "-m", "infra.cli", "doctor", *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+
+    # a machine without any of the Debian packages (no program on PATH): each type says what it
+    # lacks, and the one command that installs them is given
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    done = doctor(str(bare), "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    by_type = {t["type"]: t for t in report["types"]}
+    assert sorted(by_type) == sorted(seven)
+    assert report["debian_missing"] == debian and report["apt_get"] == "apt-get install " + " ".join(debian)
+    assert report["complete"] is False
+    assert by_type["tts"]["languages"] in (["en"], [])  # Piper's English at most
+    assert any("espeak-ng" in reason for reason in by_type["tts"]["missing"])
+    assert [d["package"] for d in by_type["dubbing"]["debian"]] == debian[1:] + debian[:1]
+    assert all(not d["installed"] for t in report["types"] for d in t["debian"])
+    assert set(by_type["dubbing"]["languages"]) <= {"en"}  # no es/fr without Apertium
+    assert by_type["stt"]["debian"] == [] and by_type["ai_stories"]["debian"] == []
+    text = doctor(str(bare))
+    assert text.returncode == 1 and "to install the Debian packages: apt-get install espeak-ng apertium" in text.stdout
+    assert "Traceback" not in text.stdout + text.stderr
+
+    # this machine as it is: the report matches what is really on PATH
+    here = json.loads(doctor(os.environ.get("PATH", ""), "--json").stdout)
+    on_path = {"espeak-ng": shutil.which("espeak-ng") is not None, "apertium": shutil.which("apertium") is not None}
+    for t in here["types"]:
+        for d in t["debian"]:
+            if d["package"] in on_path:
+                assert d["installed"] == on_path[d["package"]], (t["type"], d)
+    if on_path["espeak-ng"]:
+        assert "es" in {t["type"]: t for t in here["types"]}["tts"]["languages"]
+    if all(on_path.values()) and not here["debian_missing"]:
+        assert {"es", "fr"} <= set({t["type"]: t for t in here["types"]}["dubbing"]["languages"])
