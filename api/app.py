@@ -1,4 +1,5 @@
-"""The FastAPI application: routers, problem+json errors, request ids, security headers, CORS."""
+"""The FastAPI application: routers, problem+json errors, request ids, security headers, CORS;
+/docs and /redoc served with their assets from this app (fastapi-offline: no CDN)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,30 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.audit import AuditMiddleware
 from api.deps import Services
-from api.headers import SecurityHeadersMiddleware, security_headers
+from api.forms import FormBodies
+from api.headers import DOCS_PATHS, SecurityHeadersMiddleware, docs_headers, security_headers
 from api.limits import BodyLimits
 from api.routers import config, history, jobs, live, ops, projects, results, tokens, users, webhooks
+from api.urls import BaseUrls
 
 
-def create_app(services: Services, *, cors_origins: list[str] | None = None, max_body_bytes: int = 1024 * 1024) -> FastAPI:
+def create_app(
+    services: Services,
+    *,
+    cors_origins: list[str] | None = None,
+    max_body_bytes: int = 1024 * 1024,
+    public_url: str | None = None,
+) -> FastAPI:
     """Build the API around ``services`` (built by the composition root in ``infra``);
-    request bodies other than uploads are limited to ``max_body_bytes``."""
+    request bodies other than uploads are limited to ``max_body_bytes``; absolute URLs in
+    answers start with ``public_url`` (default ``services.public_url``) when there is one
+    (see api.urls)."""
+    public_url = public_url or services.public_url
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -26,24 +39,31 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None, max
         if services.hub is not None:
             services.hub.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         lifespan=lifespan,
         title="aiorch",
         version="0.1.0",
         description="Event-sourced orchestration of AI media jobs (STT, TTS and more). "
         "Log in at POST /api/token/ and send `Authorization: Bearer <access>`.",
         dependencies=[Depends(errors.clean_parameters)],
+        # Swagger UI would otherwise send the spec to validator.swagger.io for its badge
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.services = services
     app.state.metrics = ops.Metrics(services)
     app.state.metrics.registry.register(webhooks.WebhookCollector(services))
-    # pure ASGI layers, innermost first (the last added is the outermost)
+    # pure ASGI layers, innermost first (the last added is the outermost): form bodies
+    # become JSON inside the body limit, which still counts every byte of them
+    app.add_middleware(FormBodies, max_bytes=max_body_bytes)
     app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_upload_bytes=services.max_upload_bytes)
+    app.add_middleware(BaseUrls, public_url=public_url, trusted=services.login_guard.trusted)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(ops.RequestMetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(errors.RequestIdMiddleware)
     app.add_middleware(errors.UnhandledErrorMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware, headers=security_headers(services.public_url))
+    headers = security_headers(public_url)
+    docs = {path: docs_headers(headers) for path in DOCS_PATHS}
+    app.add_middleware(SecurityHeadersMiddleware, headers=headers, pages=docs)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -60,6 +80,7 @@ def create_app(services: Services, *, cors_origins: list[str] | None = None, max
         users.profiles,
         projects.router,
         history.router,
+        history.tickets,
         jobs.router,
         results.router,
         config.settings_router,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import threading
@@ -46,7 +47,18 @@ ws_tickets = Table(  # "live_tickets": a ticket now carries its token's claims (
     Column("claims", JSON, nullable=True),
 )
 
+sse_tickets = Table(  # tickets of SSE streams (``POST /api/sse-ticket/``), kept by their SHA-256
+    "sse_tickets",
+    metadata,
+    Column("ticket_sha256", String(64), primary_key=True),
+    Column("user_id", String(36), nullable=False),
+    Column("job_id", String(36), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("claims", JSON, nullable=False),
+)
+
 TICKET_TTL_S = 30
+SSE_TICKET_TTL_S = 600
 STATUS_EVENTS = frozenset({"JobSubmitted", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetried"})
 
 
@@ -81,6 +93,45 @@ def redeem_ticket(engine: Engine, ticket: str) -> tuple[str, dict[str, Any] | No
     return (str(row.user_id), row.claims) if row is not None else None
 
 
+def issue_sse_ticket(engine: Engine, user_id: str, job_id: str, claims: dict[str, Any]) -> tuple[str, int]:
+    """``(ticket, seconds it lives)``: a ticket for the SSE stream of ``job_id`` given to
+    ``user_id``, reusable (reconnects) for :data:`SSE_TICKET_TTL_S` seconds but never past
+    the expiry of the access token with ``claims`` that asked for it. The stream it opens
+    lives by those claims (it ends when the session is revoked or the token expires)."""
+    ticket = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    expires_at = min(now + timedelta(seconds=SSE_TICKET_TTL_S), datetime.fromtimestamp(float(claims["exp"]), UTC))
+    with engine.begin() as conn:
+        conn.execute(delete(sse_tickets).where(sse_tickets.c.expires_at < now))
+        conn.execute(
+            insert(sse_tickets).values(
+                ticket_sha256=hashlib.sha256(ticket.encode()).hexdigest(),
+                user_id=user_id,
+                job_id=job_id,
+                expires_at=expires_at,
+                claims=claims,
+            )
+        )
+    return ticket, max(0, int((expires_at - now).total_seconds()))
+
+
+def sse_ticket_claims(engine: Engine, ticket: str, job_id: str) -> dict[str, Any] | None:
+    """The claims an unexpired SSE ``ticket`` of ``job_id``'s stream carries (it stays
+    valid for reconnects); None for an unknown or expired ticket, or one of another stream."""
+    if len(ticket) > 64:
+        return None
+    c = sse_tickets.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(c.claims).where(
+                c.ticket_sha256 == hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest(),
+                c.job_id == job_id,
+                c.expires_at >= datetime.now(UTC),
+            )
+        ).first()
+    return dict(row.claims) if row is not None else None
+
+
 def token_still_valid(services: Services, token: str) -> bool:
     """Whether the access ``token`` still passes :func:`api.deps.check_token` (blocking):
     not expired, its session not revoked, its user active, no password change since."""
@@ -100,8 +151,9 @@ def message_type(event_type: str) -> str:
 
 @dataclass
 class Feed:
-    """What one connection wants: ``kind`` ``job`` (one job), ``jobs`` (visible jobs) or
-    ``events`` (every event, admins)."""
+    """What one connection wants: ``kind`` ``job`` (one job), ``jobs`` (visible jobs),
+    ``events`` (every event, admins) or ``history`` (every event of one job, archiving
+    included: an SSE stream)."""
 
     kind: str
     user: dict[str, Any]
@@ -111,6 +163,8 @@ class Feed:
         """Whether an event of ``aggregate_id`` (a job if ``row``) goes to this feed."""
         if self.kind == "events":
             return True
+        if self.kind == "history":
+            return aggregate_id == self.job_id
         if row is None or row.get("archived"):
             return False
         if self.kind == "job":
@@ -333,8 +387,11 @@ class LiveHub:
 
 
 def render(feed: Feed, row: dict[str, Any] | None, envelope: dict[str, Any]) -> dict[str, Any]:
-    """The message for ``feed``: the event envelope (``events``) or
+    """The message for ``feed``: the event envelope (``events``), ``{type: "history",
+    position, envelope, job}`` (``history``, ``job`` the row) or
     ``{type, position, event_type, job_id, job}`` with ``job`` filled in by the sender."""
+    if feed.kind == "history":
+        return {"type": "history", "position": envelope["position"], "envelope": envelope, "job": row}
     if feed.kind == "events":
         return {
             "type": "event",

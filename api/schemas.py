@@ -119,6 +119,7 @@ class JobOut(BaseModel):
     error: JobError | None
     has_result: bool
     cancel_requested: bool
+    demo: bool = False
 
 
 class Accepted(BaseModel):

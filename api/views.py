@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Select
 
+from api.urls import absolute
 from projections import tables as t
 
 Sign = Callable[[str], str]
@@ -31,7 +32,7 @@ def project_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_json(row: dict[str, Any], sign: Sign) -> dict[str, Any]:
-    """The contract's job shape; file URLs are signed download links."""
+    """The contract's job shape; file URLs are absolute signed download links."""
     job_id = row["id"]
     files = {
         field: {
@@ -39,7 +40,7 @@ def job_json(row: dict[str, Any], sign: Sign) -> dict[str, Any]:
             "size": f["size"],
             "content_type": f["content_type"],
             "sha256": f["sha256"],
-            "url": sign(f"/api/jobs/{job_id}/files/{field}/"),
+            "url": absolute(sign(f"/api/jobs/{job_id}/files/{field}/")),
         }
         for field, f in (row["input_files"] or {}).items()
     }
@@ -63,6 +64,7 @@ def job_json(row: dict[str, Any], sign: Sign) -> dict[str, Any]:
         "error": row["error"],
         "has_result": row["has_result"],
         "cancel_requested": row["cancel_requested"],
+        "demo": bool(row.get("demo")),
     }
 
 
@@ -74,7 +76,7 @@ def result_json(row: dict[str, Any], logs: list[dict[str, Any]], sign: Sign) -> 
             "name": f["name"],
             "content_type": f["content_type"],
             "size": f["size"],
-            "url": sign(f"/api/jobs/{job_id}/result/files/{i}/"),
+            "url": absolute(sign(f"/api/jobs/{job_id}/result/files/{i}/")),
         }
         for i, f in enumerate(row["files"])
     ]

@@ -68,6 +68,7 @@ class Job(PlatformAggregate):
         request_hash: str | None,
         webhook: str | None = None,
         webhook_events: list[str] | None = None,
+        demo: bool = False,
     ) -> None:
         self.project_id = project_id
         self.webhook, self.webhook_events = webhook, webhook_events
@@ -79,6 +80,7 @@ class Job(PlatformAggregate):
         self.agent_id = agent_id
         self.idempotency_key = idempotency_key
         self.request_hash = request_hash
+        self.demo = demo
         self.status = PENDING
         self.progress = 0
         self.stage = "queued"
@@ -297,5 +299,6 @@ class Job(PlatformAggregate):
             "has_result": self.result is not None,
             "cancel_requested": self.cancel_requested,
             "archived": self.archived,
+            "demo": self.demo,
             "version": self.version,
         }

@@ -31,8 +31,10 @@ class JobSubmitted(CreatedEvent):
     ``idempotency_key`` (the client's ``Idempotency-Key``) derives the job id, and
     ``request_hash`` (sha256 of the request) tells a replay from a reuse.
     ``webhook`` (a URL) receives the job's ``webhook_events`` (API.md, *Webhooks*).
-    Both were added later with defaults (no per-job webhook), so events stored before
-    decode unchanged (the class attributes stand in for the absent fields).
+    ``demo`` marks a job of ``aiorch seed --demo``: shown, never claimed, reaped or
+    re-published. These three were added later with defaults (no per-job webhook, a real
+    job), so events stored before decode unchanged (the class attributes stand in for the
+    absent fields).
     """
 
     project_id: str
@@ -46,6 +48,7 @@ class JobSubmitted(CreatedEvent):
     request_hash: str | None
     webhook: str | None = None
     webhook_events: list[str] | None = None
+    demo: bool = False
 
 
 class JobStarted(DomainEvent):

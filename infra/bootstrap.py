@@ -94,6 +94,38 @@ def refuse_parameters(job_type: str, parameters: dict[str, Any]) -> str | None:
     )
 
 
+def _speaks(language: str, languages: list[str]) -> bool:
+    """Whether ``language`` (``es``, ``pt-BR``) is among ``languages`` (``es``, ``pt-br``)."""
+    wanted = language.lower().replace("_", "-")
+    known = {code.lower().replace("_", "-") for code in languages}
+    return wanted in known or wanted.split("-")[0] in {code.split("-")[0] for code in known}
+
+
+def refuse_language(catalog: list[dict[str, Any]], job_type: str, parameters: dict[str, Any]) -> str | None:
+    """Why this machine's engines cannot handle the job's language (None when they can):
+    speech-to-text of an unknown language, or speech in a language no voice speaks
+    (tts, and voice_cloning / animated_talking_heads with ``text``, narrated ai_stories)."""
+    by_type = {entry["type"]: entry for entry in catalog}
+    language = parameters.get("language")
+    if job_type == "stt":
+        stt = by_type.get("stt") or {}
+        if stt.get("available") and isinstance(language, str) and not _speaks(language, stt.get("languages") or []):
+            return f"speech-to-text does not know the language {language!r} here"
+        return None
+    speaks = job_type == "tts" or (
+        (job_type in ("voice_cloning", "animated_talking_heads") and bool(parameters.get("text")))
+        or (job_type == "ai_stories" and bool(parameters.get("narrate")))
+    )
+    tts = by_type.get("tts") or {}
+    if not speaks or not tts:
+        return None
+    spoken = "en" if job_type == "ai_stories" else (language if isinstance(language, str) and language else "en")
+    if _speaks(spoken, tts.get("languages") or []):
+        return None
+    lacks = "; ".join(tts.get("missing") or []) or f"no installed voice speaks {spoken!r}"
+    return f"no voice for {spoken!r} on this machine: {lacks} (GET /api/engines/ lists the languages)"
+
+
 @dataclass
 class System:
     """Everything a role needs, built once from settings."""
@@ -117,6 +149,10 @@ class System:
             if entry["type"] == job_type:
                 return [] if entry["available"] else list(entry.get("missing") or ["engine"])
         return []
+
+    def refuse_parameters(self, job_type: str, parameters: dict[str, Any]) -> str | None:
+        """Why the engines here cannot run these parameters (language pair, language), or None."""
+        return refuse_parameters(job_type, parameters) or refuse_language(self.catalog(), job_type, parameters)
 
     def effective_settings(self, user_id: str | None) -> dict[str, Any]:
         """The user's settings: user over global over defaults."""
@@ -155,7 +191,10 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     """
     settings = resolve_urls(settings)
     if not settings.database_url and not settings.app_database_url:
-        raise RuntimeError("no database: set AIORCH_DATABASE_URL, or start the system with `aiorch up`")
+        raise RuntimeError(
+            f"no database: no running system found ({settings.runtime_file} is absent) and AIORCH_DATABASE_URL is unset;"
+            " start it with `aiorch up`, or point AIORCH_DATA_DIR at the folder it uses"
+        )
     # least privilege: the owner (AIORCH_DATABASE_URL) sets the schema up, the roles connect
     # as the application role; with AIORCH_APP_DATABASE_URL alone the schema must exist
     url = settings.app_database_url
@@ -179,7 +218,7 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     platform.decrypt = lambda token: cipher.decrypt(token.encode()).decode()
     platform.webhook_allow_private = settings.webhook_allow_private
     platform.webhook_secret_overlap_s = settings.webhook_secret_overlap_s
-    platform.refuse_parameters = refuse_parameters
+    platform.refuse_parameters = system.refuse_parameters
     platform.provider_allowed_networks = parse_networks(settings.provider_allowed_network_list)
     platform.retry_policy = lambda job_type: (
         int(settings.max_attempts.get(job_type, settings.max_attempts.get("default", 3))),

@@ -6,12 +6,13 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from infra.bootstrap import bootstrap
-from infra.settings import load_settings
+if TYPE_CHECKING:
+    from infra.bootstrap import System
+    from infra.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="aiorch: event-sourced orchestration of AI media jobs.")
 users_app = typer.Typer(no_args_is_help=True, help="Manage users (there is no signup).")
@@ -34,9 +35,24 @@ app.add_typer(blobs_app, name="blobs")
 log = logging.getLogger("aiorch")
 
 
+def _settings() -> Settings:
+    """The settings (imported here: ``aiorch --help`` imports nothing heavy)."""
+    from infra.settings import load_settings
+
+    return load_settings()
+
+
+def _system() -> System:
+    """The composition root of the running system (raises what :func:`main` reports in one line)."""
+    from infra.bootstrap import bootstrap
+
+    return bootstrap(_settings())
+
+
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(processName)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _stop_on_signals(stop: Any) -> None:
@@ -63,7 +79,7 @@ def up(
     from infra.supervisor import run_system
 
     _logging()
-    raise typer.Exit(run_system(load_settings(), host=host, port=port, processors=processors, types=types))
+    raise typer.Exit(run_system(_settings(), host=host, port=port, processors=processors, types=types))
 
 
 @app.command()
@@ -74,9 +90,10 @@ def api(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int,
     from infra.roles import api_app, bootstrap_admin
 
     _logging()
-    system = bootstrap(load_settings())
+    system = _system()
     bootstrap_admin(system)
-    uvicorn.run(api_app(system), host=host, port=port, log_level="info", access_log=False)
+    # proxy_headers off: the app believes X-Forwarded-* only from AIORCH_TRUSTED_PROXIES
+    uvicorn.run(api_app(system), host=host, port=port, log_level="info", access_log=False, proxy_headers=False)
 
 
 @app.command()
@@ -85,7 +102,7 @@ def relay() -> None:
     from infra.roles import relay as build_relay
 
     _logging()
-    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    system = _system()  # keep it: its store closes its pool when collected
     r = build_relay(system)
     _stop_on_signals(r.stop)
     try:
@@ -98,7 +115,7 @@ def relay() -> None:
 def projector() -> None:
     """Run the read-model projector alone."""
     _logging()
-    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    system = _system()  # keep it: its store closes its pool when collected
     p = system.projector()
     _stop_on_signals(p.stop)
     try:
@@ -113,7 +130,7 @@ def dispatcher() -> None:
     from infra.dispatcher import build_dispatcher
 
     _logging()
-    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    system = _system()  # keep it: its store closes its pool when collected
     d = build_dispatcher(system)
     _stop_on_signals(d.stop)
     try:
@@ -129,7 +146,7 @@ def webhooks_list() -> None:
 
     from projections import tables as t
 
-    system = bootstrap(load_settings())
+    system = _system()
     try:
         with system.engine.connect() as conn:
             rows = conn.execute(select(t.webhook_endpoints).order_by(t.webhook_endpoints.c.created_at)).mappings().all()
@@ -149,7 +166,7 @@ def webhooks_deliveries(
 
     from projections import webhooks as w
 
-    system = bootstrap(load_settings())
+    system = _system()
     try:
         d = w.deliveries.c
         stmt = select(w.deliveries).where(d.endpoint_id == endpoint)
@@ -180,7 +197,7 @@ def webhooks_redeliver(delivery: str) -> None:
     from commands.webhook_messages import RedeliverWebhook
     from projections import webhooks as w
 
-    system = bootstrap(load_settings())
+    system = _system()
     try:
         with system.engine.connect() as conn:
             endpoint = conn.execute(select(w.deliveries.c.endpoint_id).where(w.deliveries.c.id == delivery)).scalar()
@@ -203,7 +220,7 @@ def process(types: Annotated[str, typer.Option(help="comma-separated job types, 
     from events.jobs import JOB_TYPES
 
     chosen = list(JOB_TYPES) if types.strip() == "all" else [t.strip() for t in types.split(",") if t.strip()]
-    system = bootstrap(load_settings())  # keep it: its store closes its pool when collected
+    system = _system()  # keep it: its store closes its pool when collected
     proc = processor(system, chosen)
     _stop_on_signals(proc.stop)
     try:
@@ -228,7 +245,7 @@ def users_create(
         if password_stdin
         else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     )
-    system = bootstrap(load_settings())
+    system = _system()
     try:
         user_id = create_user(system, name, password, role, email)
     except DomainError as exc:
@@ -245,7 +262,7 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="load the demo data s
     if not demo:
         typer.echo("nothing to seed: pass --demo", err=True)
         raise typer.Exit(2)
-    seed_demo(bootstrap(load_settings()), typer.echo)
+    seed_demo(_system(), typer.echo)
 
 
 @projections_app.command("status")
@@ -256,7 +273,7 @@ def projections_status() -> None:
 
     from projections.operations import status
 
-    system = bootstrap(load_settings())
+    system = _system()
     table = Table("projection", "role", "position", "head", "lag (events)", "lag (s)")
     for row in status(system.engine, system.platform.recorder, system.platform.mapper.to_domain_event):
         table.add_row(
@@ -283,7 +300,7 @@ def projections_rebuild(
     if not all_ and name not in (REGISTRY_NAME,):
         typer.echo(f"name a projection ({REGISTRY_NAME}) or pass --all", err=True)
         raise typer.Exit(2)
-    system = bootstrap(load_settings())
+    system = _system()
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]read_models"),
@@ -318,7 +335,7 @@ def projections_failures(
 
     from projections.failures import failures
 
-    system = bootstrap(load_settings())
+    system = _system()
     with system.engine.connect() as conn:
         rows = failures(conn, state)
     table = Table("position", "projection", "topic", "state", "at", "error / reason")
@@ -338,7 +355,7 @@ def projections_retry(
     from projections.failures import RELAY
     from projections.operations import retry
 
-    system = bootstrap(load_settings())
+    system = _system()
 
     def relay_retry(pos: int) -> None:
         from infra.roles import relay
@@ -387,7 +404,7 @@ def projections_skip(
     if not reason.strip():
         typer.echo("error: give a --reason", err=True)
         raise typer.Exit(2)
-    system = bootstrap(load_settings())
+    system = _system()
 
     def audit(conn: Connection, marked: list[str]) -> None:
         conn.execute(
@@ -417,7 +434,7 @@ def jobs_history(job_id: str, as_json: Annotated[bool, typer.Option("--json", he
 
     from api.routers.history import history_item
 
-    system = bootstrap(load_settings())
+    system = _system()
     for position, event in system.platform.history(job_id, limit=1_000_000):
         item = history_item(position, event)
         if as_json:
@@ -437,7 +454,7 @@ def _retry(job_id: str, reason: str) -> None:
     from commands.errors import DomainError
     from commands.messages import RetryJob
 
-    system = bootstrap(load_settings())
+    system = _system()
     try:
         position = system.platform.retry_job(RetryJob(uuid.UUID(job_id), reason), Context(SYSTEM, f"cli-{uuid.uuid4()}"))
     except (DomainError, ValueError) as exc:
@@ -459,7 +476,7 @@ def dead_letters_list() -> None:
 
     from projections import tables as t
 
-    system = bootstrap(load_settings())
+    system = _system()
     with system.engine.connect() as conn:
         rows = conn.execute(select(t.dead_letters).order_by(t.dead_letters.c.dead_lettered_at.desc())).mappings().all()
     for r in rows:
@@ -482,13 +499,26 @@ def audit_verify() -> None:
     that differs (exit 1 if any)."""
     from infra.verify import verify
 
-    system = bootstrap(load_settings())
+    system = _system()
     problems = verify(system, lambda n: typer.echo(f"checked {n} aggregates", err=True))
     for line in problems:
         typer.echo(line)
     if problems:
         raise typer.Exit(1)
     typer.echo("every read-model row matches the store")
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False) -> None:
+    """What this machine lacks per job type: Debian packages, Python packages, models (no
+    running system needed). Exits 0 when nothing is missing, 1 otherwise."""
+    import json
+
+    from infra.doctor import diagnose, render
+
+    report = diagnose(_settings().resolved_model_dir)
+    typer.echo(json.dumps(report, indent=2) if as_json else "\n".join(render(report)))
+    raise typer.Exit(0 if report["complete"] else 1)
 
 
 processors_app = typer.Typer(no_args_is_help=True, help="Processors that run jobs (their heartbeats).")
@@ -507,9 +537,10 @@ def processors_list(
     from rich.console import Console
     from rich.table import Table
 
+    from infra.bootstrap import bootstrap
     from infra.membership import ProcessorRoster
 
-    system = bootstrap(load_settings(), create_tables=False)
+    system = bootstrap(_settings(), create_tables=False)
     try:
         members = ProcessorRoster(system.engine).members(include_dead=all_)
     finally:
@@ -544,7 +575,7 @@ def blobs_migrate(
     from infra.blobs import LocalBlobStore
     from infra.s3blobs import S3BlobStore, parse_blob_url
 
-    settings = load_settings()
+    settings = _settings()
     if not settings.blob_url:
         typer.echo("set AIORCH_BLOB_URL=s3://bucket/prefix (and AWS_*) to the bucket to copy into", err=True)
         raise typer.Exit(2)
@@ -569,11 +600,34 @@ def blobs_migrate(
         raise typer.Exit(1)
 
 
+def _unreachable(exc: BaseException) -> str | None:
+    """A one-line reason when ``exc`` means the system cannot be found or reached, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if isinstance(seen, RuntimeError) and str(seen).startswith("no database"):
+            return str(seen)
+        if name in ("OperationalError", "InterfaceError") or isinstance(seen, ConnectionError):
+            first = (str(seen).strip().splitlines() or [name])[0]
+            return f"cannot reach the database ({first[:200]}); is `aiorch up` running, and AIORCH_DATA_DIR the one it uses?"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main() -> None:
-    """Console-script entry point. Files the roles create (secrets, runtime.json, blobs,
-    logs) are this user's alone: umask 077."""
+    """Console-script entry point: errors that mean "the system is not there" are one line.
+    Files the roles create (secrets, runtime.json, blobs, logs) are this user's alone: umask 077."""
     os.umask(0o077)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        reason = _unreachable(exc)
+        if reason is None:
+            raise
+        typer.echo(f"aiorch: error: {reason}", err=True)
+        sys.exit(1)
 
 
 __all__ = ["main"]

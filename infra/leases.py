@@ -84,6 +84,7 @@ class LeaseStore:
                 .select_from(t.jobs.outerjoin(job_leases, job_leases.c.job_id == t.jobs.c.id))
                 .where(
                     t.jobs.c.status == "running",
+                    t.jobs.c.demo.is_(False),  # demo jobs (aiorch seed --demo) have no processor
                     or_(
                         job_leases.c.expires_at < now,
                         and_(job_leases.c.job_id.is_(None), t.jobs.c.started_at < now - timedelta(seconds=self.lease_s)),

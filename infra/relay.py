@@ -201,7 +201,7 @@ class OutboxRelay:
                 "attempts": event.attempts,
             }
             out.append((dead_letter_topic(self.prefix), key, letter))
-        if isinstance(event, (JobSubmitted, JobRetried)):
+        if isinstance(event, (JobSubmitted, JobRetried)) and not getattr(event, "demo", False):
             msg = work_message(key, event.type, event.originator_version, n.id, event.priority)
             out.append((work_topic(self.prefix, event.type), key, msg))
         return out
@@ -236,7 +236,12 @@ class OutboxRelay:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(rm.jobs.c.id, rm.jobs.c.type, rm.jobs.c.version, rm.jobs.c.position, rm.jobs.c.priority)
-                .where(rm.jobs.c.status == "pending", rm.jobs.c.updated_at < cutoff, rm.jobs.c.archived.is_(False))
+                .where(
+                    rm.jobs.c.status == "pending",
+                    rm.jobs.c.updated_at < cutoff,
+                    rm.jobs.c.archived.is_(False),
+                    rm.jobs.c.demo.is_(False),
+                )
                 .limit(1000)
             ).all()
         if not rows:

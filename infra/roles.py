@@ -66,7 +66,7 @@ def api_app(system: System) -> FastAPI:
         reads=services.reads,  # stopped with the hub
         max_per_user=s.max_live_per_user,
     )
-    app = create_app(services, cors_origins=s.cors_origin_list, max_body_bytes=s.max_body_bytes)
+    app = create_app(services, cors_origins=s.cors_origin_list, max_body_bytes=s.max_body_bytes, public_url=s.public_url)
     app.state.metrics.registry.register(services.login_guard.checks.metric)
     return app
 
@@ -241,6 +241,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
                     t.jobs.c.type.in_(job_types),
                     t.jobs.c.updated_at < cutoff,
                     t.jobs.c.archived.is_(False),
+                    t.jobs.c.demo.is_(False),
                     t.jobs.c.id.not_in(exclude),
                 )
                 .order_by(urgency, t.jobs.c.created_at)
@@ -265,6 +266,7 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
                     t.jobs.c.type.in_(job_types),
                     t.jobs.c.priority.in_(higher),
                     t.jobs.c.archived.is_(False),
+                    t.jobs.c.demo.is_(False),
                     t.jobs.c.id != job_id,
                 )
                 .order_by(t.jobs.c.created_at)

@@ -7,17 +7,20 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import psycopg
 
 from infra.bootstrap import bootstrap
-from infra.embedded import start_broker, start_postgres, stop_postgres, wait_for_port
+from infra.embedded import start_broker, start_postgres, stop_postgres
 from infra.roles import bootstrap_admin
 from infra.settings import Settings
 
@@ -51,12 +54,45 @@ class Child:
         log.info("started %s (pid %s)", self.name, self.proc.pid)
 
 
+class PortTaken(RuntimeError):
+    """The API's address is in use by another program."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raises PortTaken when ``host:port`` cannot be bound (another program listens)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise PortTaken(f"port {port} on {host} is already in use by another program: stop it, or pass --port") from exc
+
+
+def api_answers(url: str, instance: str) -> bool:
+    """Whether ``url``/health/live answers as *this* system's API (its instance id)."""
+    try:
+        resp = httpx.get(f"{url}/health/live", timeout=2)
+        body = resp.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return resp.status_code == 200 and isinstance(body, dict) and body.get("instance") == instance
+
+
 def run_system(settings: Settings, *, host: str, port: int, processors: int, types: str) -> int:
-    """Run the whole system until SIGTERM/SIGINT; returns the exit code."""
+    """Run the whole system until SIGTERM/SIGINT; returns the exit code (1 when the API's
+    port is taken or the API never answered)."""
     from infra.secrets import fernet, secret_key, secure_data_dir, write_private
 
+    probe_host = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+    try:
+        check_port_free(host, port)
+    except PortTaken as exc:
+        log.error("%s", exc)
+        return 1
     secure_data_dir(settings)
     env = dict(os.environ)
+    instance = uuid.uuid4().hex
+    env["AIORCH_INSTANCE"] = instance
     broker_proc = None
     pgdata = settings.data_dir / "pg"
     if not settings.database_url:
@@ -112,11 +148,22 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
     signal.signal(signal.SIGINT, on_signal)
     for child in children:
         child.start(env)
-    try:
-        wait_for_port(host if host != "0.0.0.0" else "127.0.0.1", port, timeout=60)
-        log.info("aiorch is up: API at %s (docs at %s/docs)", api_url, api_url)
-    except TimeoutError:
-        log.error("the API did not start listening on %s", api_url)
+    code = 0
+    api_child, deadline = children[0], time.monotonic() + 120
+    while not stopping.is_set():
+        if api_answers(f"http://{probe_host}:{port}", instance):
+            log.info("aiorch is up: API at %s (docs at %s/docs)", api_url, api_url)
+            break
+        if (api_child.proc is not None and api_child.proc.poll() is not None) or time.monotonic() > deadline:
+            try:
+                check_port_free(host, port)
+                log.error("the API did not start on %s (see its log above); stopping", api_url)
+            except PortTaken as exc:
+                log.error("%s", exc)
+            stopping.set()
+            code = 1
+            break
+        stopping.wait(0.2)
     while not stopping.wait(0.5):
         for child in children:
             if child.proc is not None and child.proc.poll() is not None:
@@ -142,4 +189,4 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
     if not os.environ.get("AIORCH_DATABASE_URL"):
         stop_postgres(pgdata)
     settings.runtime_file.unlink(missing_ok=True)
-    return 0
+    return code

@@ -168,7 +168,7 @@ class Processor:
             job = self.platform.get_job(job_id)
         except NotFound:
             return None
-        if job.status != PENDING:
+        if job.status != PENDING or job.demo:  # demo jobs (aiorch seed --demo) are never run
             return None
         if job.not_before and datetime.fromisoformat(job.not_before) > datetime.now(UTC):
             self._deferred[str(job_id)] = message  # retry backoff: claim it when it is due

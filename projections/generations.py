@@ -9,9 +9,11 @@ a mix.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.schema import CreateColumn
 
 from projections import tables as t
 
@@ -50,13 +52,53 @@ def switch_views(conn: Connection, generation: int) -> None:
     )
 
 
+def upgrade_generation(conn: Connection, generation: int, declared: Any = None) -> list[str]:
+    """Add to generation ``generation``'s tables the columns this version declares and they
+    lack, then point the views at them again (``SELECT *`` views list their columns when
+    created). Only columns every earlier event implies a value for are added: nullable ones
+    and ones with a server default (e.g. ``rm_jobs.demo``, false for every job stored before
+    the flag existed). Caller's transaction, under the views' advisory lock.
+
+    ``declared`` is the generation's tables as this version declares them
+    (``tables.generation(generation)``, the default).
+
+    Returns ``["table.column", …]`` added (empty when nothing was missing).
+
+    Raises:
+        RuntimeError: a missing column has neither a default nor NULL; the read models must
+            be rebuilt (``aiorch projections rebuild --all``).
+    """
+    declared = declared if declared is not None else t.generation(generation)
+    inspector = inspect(conn)
+    added: list[str] = []
+    for name in t.NAMES:
+        table = getattr(declared, name)
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(
+                    f"read model {table.name} lacks column {column.name}, which earlier events give no value "
+                    "for: run `aiorch projections rebuild --all`"
+                )
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN IF NOT EXISTS {ddl}'))
+            added.append(f"{table.name}.{column.name}")
+    if added:
+        switch_views(conn, generation)
+    return added
+
+
 def ensure_serving(engine: Engine) -> int:
-    """The serving generation, creating generation 1 with its views on a new database."""
+    """The serving generation, creating generation 1 with its views on a new database, and
+    bringing an existing one's columns up to this version (:func:`upgrade_generation`)."""
     t.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("aiorch-read-model-views"))))
         current = serving_generation(conn)
         if current is not None:
+            upgrade_generation(conn, current)
             return current
     create_generation(engine, 1)
     with engine.begin() as conn:

@@ -261,6 +261,7 @@ class ReadModelProjection:
             "has_result": False,
             "cancel_requested": False,
             "archived": False,
+            "demo": e.demo,
             "version": e.originator_version,
             "position": position,
         }

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -124,6 +125,7 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("has_result", Boolean, nullable=False, default=False),
         Column("cancel_requested", Boolean, nullable=False, default=False),
         Column("archived", Boolean, nullable=False, default=False),
+        Column("demo", Boolean, nullable=False, default=False, server_default=false()),
         Column("version", Integer, nullable=False),
         Column("position", BigInteger, nullable=False),
         Index(f"ix_rm_jobs{g}_status_created", "status", "created_at"),

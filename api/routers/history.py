@@ -1,10 +1,10 @@
 """Audit replay of a job, read from the event store: ``history/``, the ``events/`` feed
-(JSON pages or server-sent events) and ``?as_of=`` time travel (see jobs.get_job)."""
+(JSON pages or server-sent events, served from the live hub) and ``?as_of=`` time travel
+(see jobs.get_job); ``POST /api/sse-ticket/`` for browsers' ``EventSource``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,54 +12,44 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import jwt
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from api.deps import CurrentUser, Services, ServicesDep
-from api.errors import problem
-from api.live import LiveConnection, token_still_valid
-from api.pagination import PageParams, page_params
+from api.auth import ALGORITHM
+from api.deps import CurrentUser, Services, ServicesDep, bearer, check_token
+from api.errors import ServiceUnavailable, problem
+from api.live import Feed, LiveConnection, Subscriber, issue_sse_ticket, sse_ticket_claims, token_still_valid
+from api.pagination import PageParams, page_params, paginate_list
 from api.routers.jobs import load_job
-from commands.errors import InvalidCommand, NotFound
+from commands.errors import InvalidCommand, NotFound, Unauthenticated
 from commands.job import FINISHED, Job
 from events import to_envelope
 
 router = APIRouter(prefix="/api/jobs", tags=["history"])
-SSE_POLL_S = 0.2
+tickets = APIRouter(tags=["history"])
+KEEP_ALIVE_S = 15.0
+ITEM_FIELDS = ("position", "version", "type", "occurred_at", "actor", "correlation_id", "data")
 MAX_AS_OF_CHARS = 64  # the longest ISO 8601 time is about 35 characters
 MAX_POSITION = 2**63 - 1  # positions are PostgreSQL bigints
 
 
 def history_item(position: int, event: Any) -> dict[str, Any]:
     """``{position, version, type, occurred_at, actor, correlation_id, data}``."""
-    env = to_envelope(event, position)
-    return {
-        "position": position,
-        "version": env["version"],
-        "type": env["type"],
-        "occurred_at": env["occurred_at"],
-        "actor": env["actor"],
-        "correlation_id": env["correlation_id"],
-        "data": env["data"],
-    }
+    return item_of(to_envelope(event, position))
+
+
+def item_of(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The history item of an event envelope (``events.to_envelope``)."""
+    return {k: envelope[k] for k in ITEM_FIELDS}
 
 
 def _page(request: Request, services: Services, job_id: UUID, after: int, params: PageParams) -> dict[str, Any]:
     events = services.platform.history(job_id, after=after, limit=100_000)
-    items = [history_item(p, e) for p, e in events]
-    start = (params.page - 1) * params.page_size
-    page = items[start : start + params.page_size]
-
-    def link(n: int) -> str:
-        return str(request.url.include_query_params(page=n, page_size=params.page_size))
-
-    return {
-        "count": len(items),
-        "next": link(params.page + 1) if start + params.page_size < len(items) else None,
-        "previous": link(params.page - 1) if params.page > 1 else None,
-        "results": page,
-    }
+    return paginate_list(request, [history_item(p, e) for p, e in events], params)
 
 
 @router.get("/{job_id}/history/")
@@ -110,32 +100,89 @@ def fold_as_of(services: Services, job_id: UUID, as_of: str) -> Job:
     return job
 
 
+class SseTicketIn(BaseModel):
+    """The job whose event stream the ticket opens."""
+
+    job: UUID
+
+
+class SseTicket(BaseModel):
+    """A ticket for ``GET /api/jobs/{job}/events/?ticket=``, reusable until it expires."""
+
+    ticket: str
+    expires_in: int
+
+
+@tickets.post("/api/sse-ticket/", status_code=201, response_model=SseTicket)
+def sse_ticket(body: SseTicketIn, request: Request, services: ServicesDep, user: CurrentUser) -> SseTicket:
+    """A ticket for the server-sent events of one visible job (``?ticket=``), since a browser
+    ``EventSource`` cannot send ``Authorization``. It serves that stream's reconnects
+    (``Last-Event-ID``) until it expires (``expires_in`` seconds: at most 10 minutes, never
+    past the access token that asked for it) or that token's session is revoked."""
+    load_job(services, user, str(body.job))
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    claims = services.tokens.decode(token, "access")
+    ticket, expires_in = issue_sse_ticket(services.engine, str(user["id"]), str(body.job), claims)
+    return SseTicket(ticket=ticket, expires_in=expires_in)
+
+
+def stream_user(
+    job_id: UUID,
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ticket: Annotated[str | None, Query(max_length=64, description="a ticket from POST /api/sse-ticket/")] = None,
+) -> tuple[dict[str, Any], str]:
+    """``(user row, access token)`` of an events request: from ``Authorization: Bearer``, else
+    from ``?ticket=`` (of this job's stream; the token is rebuilt from the ticket's claims).
+    Raises Unauthenticated (401)."""
+    if credentials is not None:
+        token = credentials.credentials
+    elif ticket:
+        claims = sse_ticket_claims(services.engine, ticket, str(job_id))
+        if claims is None:
+            raise Unauthenticated("the ticket is unknown, expired or for another stream")
+        token = jwt.encode(claims, services.tokens.secret, algorithm=ALGORITHM)
+    else:
+        raise Unauthenticated("authentication credentials were not provided")
+    _claims, user = check_token(services, token, "access")
+    user["session"] = _claims.get("rid")
+    request.state.user = user
+    return user, token
+
+
 @router.get("/{job_id}/events/", responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}})
 async def job_events(
     job_id: UUID,
     request: Request,
     services: ServicesDep,
-    user: CurrentUser,
+    auth: Annotated[tuple[dict[str, Any], str], Depends(stream_user)],
     params: Annotated[PageParams, Depends(page_params)],
     after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
 ) -> Any:
-    """The job's feed: with ``Accept: text/event-stream``, server-sent events (``id`` is the
-    global position; honours ``Last-Event-ID``; closes after a finished job's last event,
-    and when the token expires or its session is revoked), else JSON pages of events after
-    ``?after=``. A user has at most ``AIORCH_MAX_LIVE_PER_USER`` live connections (WebSocket
-    and SSE) per API process: beyond, 429."""
+    """The job's feed: with ``Accept: text/event-stream``, server-sent events, else JSON
+    pages of events after ``?after=``. Auth: Bearer, or ``?ticket=`` (``POST /api/sse-ticket/``).
+
+    The stream's events are unnamed (``EventSource.onmessage``): ``id:`` the global
+    position, ``data:`` the history item. It honours ``Last-Event-ID``, closes after a
+    finished job's last event (at once when resumed there), and when the token expires or
+    its session is revoked; events come from the live hub (after the read models include
+    them). A user has at most ``AIORCH_MAX_LIVE_PER_USER`` live connections (WebSocket and
+    SSE) per API process: beyond, 429."""
+    user, token = auth
     await asyncio.to_thread(load_job, services, user, str(job_id))
     if "text/event-stream" not in request.headers.get("accept", ""):
         return await asyncio.to_thread(_page, request, services, job_id, after, params)
+    hub = services.hub
+    if hub is None:
+        raise ServiceUnavailable("this API process has no live feed")
     start = max(after, last_event_id or 0)
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
     claims = services.tokens.decode(token, "access")
     loop = asyncio.get_running_loop()
     revoked = asyncio.Event()
     connection = LiveConnection(str(user["id"]), lambda: token_still_valid(services, token), loop, revoked.set)
-    hub = services.hub
-    if hub is not None and not hub.open(connection):
+    if not hub.open(connection):
         return problem(
             request,
             429,
@@ -145,42 +192,73 @@ async def job_events(
             headers={"Retry-After": "5"},
         )
     expiry = loop.call_later(max(0.0, float(claims["exp"]) - time.time()), connection.revoke)
+    sub = Subscriber(Feed("history", user, str(job_id)), loop, asyncio.Queue(maxsize=hub.queue_size))
 
     def release() -> None:
         expiry.cancel()
-        if hub is not None:
-            hub.close(connection)
+        hub.unsubscribe(sub)
+        hub.close(connection)
 
     return StreamingResponse(
-        _sse(request, services, job_id, start, revoked, release),
+        _sse(services, job_id, start, sub, revoked, release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         background=BackgroundTask(release),  # also when the stream never started
     )
 
 
+def _frame(item: dict[str, Any]) -> str:
+    """One unnamed server-sent event: ``id:`` the position, ``data:`` the item (one line)."""
+    return f"id: {item['position']}\ndata: {json.dumps(item, default=str)}\n\n"
+
+
+def _finished_at(services: Services, job_id: UUID, position: int) -> bool:
+    """Whether the job is finished and has no event after ``position`` (blocking)."""
+    job = services.platform.get_job(job_id)
+    return job.status in FINISHED and not services.platform.history(job_id, after=position, limit=1)
+
+
 async def _sse(
-    request: Request, services: Services, job_id: UUID, after: int, revoked: asyncio.Event, release: Callable[[], None]
+    services: Services, job_id: UUID, after: int, sub: Subscriber, revoked: asyncio.Event, release: Callable[[], None]
 ) -> AsyncIterator[str]:
-    position = after
-    idle = 0.0
+    """Replay the job's events after ``after`` from the store up to the hub's position, then
+    follow the hub; stop when the job is finished and everything is sent, or on revocation."""
+    hub = services.hub
+    delivered = after
     try:
-        while not revoked.is_set() and not await request.is_disconnected():
-            events = await asyncio.to_thread(services.platform.history, job_id, after=position, limit=500)
-            for pos, event in events:
-                position = pos
-                yield f"id: {pos}\nevent: {type(event).__name__}\ndata: {json.dumps(history_item(pos, event))}\n\n"
-            if events:
-                idle = 0.0
-                job = await asyncio.to_thread(services.platform.get_job, job_id)
-                if job.status in FINISHED and job.version == events[-1][1].originator_version:
+        upto = hub.subscribe(sub)  # live messages queue up from here: no gap, no duplicate
+        for pos, event in await asyncio.to_thread(services.platform.history, job_id, after=after, limit=1_000_000):
+            if pos > upto:
+                break
+            yield _frame(history_item(pos, event))
+            delivered = pos
+        if await asyncio.to_thread(_finished_at, services, job_id, delivered):
+            return
+        revocation = asyncio.ensure_future(revoked.wait())
+        try:
+            while not revoked.is_set():
+                message_task = asyncio.ensure_future(sub.queue.get())
+                done, _ = await asyncio.wait(
+                    {message_task, revocation}, timeout=KEEP_ALIVE_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if message_task not in done:
+                    message_task.cancel()
+                    if not done:
+                        yield ": keep-alive\n\n"
+                    continue
+                message = message_task.result()
+                if message is None:  # too slow to keep up: the client resumes with Last-Event-ID
                     return
-                continue
-            idle += SSE_POLL_S
-            if idle >= 15:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(revoked.wait(), SSE_POLL_S)
+                if message["position"] <= delivered:
+                    continue
+                yield _frame(item_of(message["envelope"]))
+                delivered = message["position"]
+                row = message["job"]
+                if (row is None or row.get("archived") or row.get("status") in FINISHED) and await asyncio.to_thread(
+                    _finished_at, services, job_id, delivered
+                ):
+                    return
+        finally:
+            revocation.cancel()
     finally:
         release()

@@ -41,9 +41,11 @@ from commands.messages import ArchiveJob, CancelJob, RetryJob, SubmitJob, Update
 from commands.permissions import require_admin, require_writer
 from commands.webhook_handlers import check_job_webhook
 from projections import tables as t
+from projections.queries import order_by, priority_rank
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
-Ordering = Literal["created_at", "-created_at", "finished_at", "-finished_at", "priority", "-priority"]
+#: ``?ordering=`` fields (comma-separated, ``-`` for descending; unknown ones are ignored)
+ORDERING_FIELDS = ("created_at", "finished_at", "priority")
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
 _MULTIPART_DOC = {
@@ -95,9 +97,12 @@ def list_jobs(
     agent: UUID | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-    ordering: Ordering = "-created_at",
+    ordering: Annotated[
+        str | None,
+        Query(description="comma-separated fields of created_at, finished_at, priority (by rank); `-` descending"),
+    ] = None,
 ) -> dict[str, Any]:
-    """Jobs the user may see, newest first, with filters."""
+    """Jobs the user may see, newest first, with filters; ``?ordering=`` as DRF reads it."""
     stmt = visible_jobs(select(t.jobs), user)
     c = t.jobs.c
     for col, value in (
@@ -112,10 +117,10 @@ def list_jobs(
         stmt = stmt.where(c.created_at >= created_after)
     if created_before:
         stmt = stmt.where(c.created_at < created_before)
-    col = c[ordering.lstrip("-")]
-    order = col.desc().nulls_last() if ordering.startswith("-") else col.asc().nulls_last()
+    fields = {"created_at": c.created_at, "finished_at": c.finished_at, "priority": priority_rank(c.priority)}
+    stmt = order_by(stmt, ordering, fields, "-created_at", c.id)
     with services.engine.connect() as conn:
-        return paginate(request, conn, stmt.order_by(order, c.id), params, lambda r: job_json(r, services.signer.for_user(user)))
+        return paginate(request, conn, stmt, params, lambda r: job_json(r, services.signer.for_user(user)))
 
 
 ALL_FILE_FIELDS = frozenset(f for fields in FILE_FIELDS.values() for f in fields)

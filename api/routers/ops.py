@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -166,8 +167,9 @@ def engines(services: ServicesDep, user: CurrentUser) -> list[dict[str, Any]]:
 
 @router.get("/health/live")
 def live() -> dict[str, str]:
-    """The process answers."""
-    return {"status": "ok"}
+    """The process answers; ``service`` and ``instance`` (``AIORCH_INSTANCE``, set by
+    ``aiorch up`` for its children) let a supervisor tell its own API from another server."""
+    return {"status": "ok", "service": "aiorch", "instance": os.environ.get("AIORCH_INSTANCE", "")}
 
 
 @router.get("/health/ready")

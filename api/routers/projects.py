@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
@@ -17,9 +17,11 @@ from api.views import job_json, project_json, visible_jobs, visible_projects
 from commands.errors import NotFound
 from commands.messages import ArchiveProject, CreateProject, UpdateProject
 from projections import tables as t
+from projections.queries import order_by, search_filter
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
-Ordering = Literal["name", "-name", "created_at", "-created_at"]
+#: ``?ordering=`` fields (comma-separated, ``-`` for descending; unknown ones are ignored)
+ORDERING_FIELDS = ("name", "created_at")
 
 
 def load_project(services: ServicesDep, user: dict[str, Any], project_id: str) -> dict[str, Any]:
@@ -37,19 +39,20 @@ def list_projects(
     services: ServicesDep,
     user: CurrentUser,
     params: Annotated[PageParams, Depends(page_params)],
-    search: str | None = None,
+    search: Annotated[str | None, Query(description="every term must occur in the name or the description")] = None,
     owner: str | None = None,
-    ordering: Ordering = "-created_at",
+    ordering: Annotated[str | None, Query(description="comma-separated fields of name, created_at; `-` descending")] = None,
 ) -> dict[str, Any]:
-    """Projects the user may see, newest first. Filters ``?search=`` (name, description) and ``?owner=``."""
+    """Projects the user may see, newest first. Filters ``?search=`` (name, description) and
+    ``?owner=``; ``?search=`` and ``?ordering=`` as DRF reads them."""
+    c = t.projects.c
     stmt = visible_projects(select(t.projects), user)
-    if search:
-        like = f"%{search}%"
-        stmt = stmt.where(or_(t.projects.c.name.ilike(like), t.projects.c.description.ilike(like)))
+    matches = search_filter(search, [c.name, c.description])
+    if matches is not None:
+        stmt = stmt.where(matches)
     if owner:
-        stmt = stmt.where(t.projects.c.owner_id == owner)
-    col = t.projects.c[ordering.lstrip("-")]
-    stmt = stmt.order_by(col.desc() if ordering.startswith("-") else col.asc(), t.projects.c.id)
+        stmt = stmt.where(c.owner_id == owner)
+    stmt = order_by(stmt, ordering, {"name": c.name, "created_at": c.created_at}, "-created_at", c.id)
     with services.engine.connect() as conn:
         return paginate(request, conn, stmt, params, project_json)
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from api.auth import actor_of
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
@@ -19,6 +19,7 @@ from commands.errors import NotFound
 from commands.messages import ChangePassword, CreateUser, DeactivateUser, ReactivateUser, ResetPassword, UpdateUser
 from commands.permissions import require_admin
 from projections import tables as t
+from projections.queries import search_filter
 
 users = APIRouter(prefix="/api/users", tags=["users"])
 profiles = APIRouter(prefix="/api/profiles", tags=["profiles"])
@@ -88,8 +89,9 @@ def _list(
     stmt = select(t.users)
     if user["role"] != "admin":
         stmt = stmt.where(t.users.c.id == user["id"])
-    if search:
-        stmt = stmt.where(or_(t.users.c.username.ilike(f"%{search}%"), t.users.c.email.ilike(f"%{search}%")))
+    matches = search_filter(search, [t.users.c.username, t.users.c.email])
+    if matches is not None:
+        stmt = stmt.where(matches)
     if role:
         stmt = stmt.where(t.users.c.role == role)
     if is_active is not None:

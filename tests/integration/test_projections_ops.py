@@ -9,6 +9,7 @@ import threading
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from commands.context import Actor, Context
@@ -138,3 +139,33 @@ def test_verify_reports_a_tampered_row_and_the_cli_shows_history(system: Any, ru
         [sys.executable, "-m", "infra.cli", "projections", "status"], env=env, capture_output=True, text=True, timeout=120
     )
     assert st.returncode == 0 and "read_models_g1" in st.stdout
+
+
+def test_a_serving_generation_from_before_a_new_column_is_upgraded_at_start(system: Any, runner: Any) -> None:
+    """A deployment whose read models predate ``rm_jobs.demo`` starts without a rebuild: the
+    column is added with its default and the views show it; a column no earlier event gives
+    a value for is refused with the rebuild command named."""
+    from sqlalchemy import Boolean, Column
+
+    from projections.generations import ensure_serving, upgrade_generation
+
+    ctx, project = editor_ctx(system)
+    job_id, _ = system.platform.submit_job(SubmitJob(project, "tts", {"text": "old"}), ctx)
+    runner.projector()
+    wait_until(lambda: system.projector().position() >= system.platform.head(), 30)
+    with system.engine.begin() as conn:
+        generation = serving_generation(conn)
+        assert generation is not None
+        table = t.generation(generation).jobs.name
+        conn.execute(text(f'DROP VIEW "{t.jobs.name}"'))
+        conn.execute(text(f'ALTER TABLE "{table}" DROP COLUMN demo'))
+        conn.execute(text(f'CREATE VIEW "{t.jobs.name}" AS SELECT * FROM "{table}"'))
+    assert ensure_serving(system.engine) == generation
+    with system.engine.connect() as conn:
+        demo = conn.execute(text(f'SELECT demo FROM "{t.jobs.name}" WHERE id = :id'), {"id": str(job_id)}).scalar()
+        assert demo is False
+        assert upgrade_generation(conn, generation) == []  # nothing left to add
+    later = t.generation(generation)
+    later.jobs.append_column(Column("needs_a_rebuild", Boolean, nullable=False))
+    with system.engine.begin() as conn, pytest.raises(RuntimeError, match="aiorch projections rebuild --all"):
+        upgrade_generation(conn, generation, later)
