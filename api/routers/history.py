@@ -18,9 +18,9 @@ from starlette.background import BackgroundTask
 
 from api.deps import CurrentUser, Services, ServicesDep
 from api.errors import problem
+from api.job_access import load_job
 from api.live import LiveConnection, token_still_valid
 from api.pagination import PageParams, page_params
-from api.routers.jobs import load_job
 from commands.errors import InvalidCommand, NotFound
 from commands.job import FINISHED, Job
 from events import to_envelope
