@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -9,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from commands.errors import InvalidCommand
 from commands.text import Line, Text, clean_json
 
-Language = Field(default=None, min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
+"""A language code or locale tag (``en``, ``pt-BR``, ``zh_Hant``): the one definition that job
+parameters and the engines (``processors.engines``) check languages against."""
+
+LANGUAGE_CODE = re.compile(LANGUAGE_PATTERN)
+""":data:`LANGUAGE_PATTERN`, compiled."""
+
+Language = Field(default=None, min_length=2, max_length=16, pattern=LANGUAGE_PATTERN)
 
 
 class _Params(BaseModel):

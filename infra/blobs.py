@@ -1,6 +1,6 @@
 """Blob storage on a local folder: uploads streamed in with sha256 and a sniffed content
 type, result files copied in, stored names never escaping the root. Folders are created
-0700 and files 0600: uploads are the users' data. :func:`open_blob_store` picks this store
+0700 and files 0600: uploads are the users' data. :func:`infra.blobstores.open_blob_store` picks this store
 or object storage (:mod:`infra.s3blobs`) from settings."""
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ import uuid
 from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import filetype
 from starlette.concurrency import run_in_threadpool
 
 from commands.errors import PayloadTooLarge
-
-if TYPE_CHECKING:
-    from infra.s3blobs import S3BlobStore
-    from infra.settings import Settings
 
 CHUNK = 1024 * 1024
 #: bytes the type is sniffed from (``filetype`` reads at most 8,192)
@@ -196,18 +192,6 @@ class LocalBlobStore:
     def sizes(self) -> dict[str, int]:
         """Every stored blob: ``{key: bytes}``."""
         return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in self.root.rglob("*") if p.is_file()}
-
-
-def open_blob_store(settings: Settings) -> LocalBlobStore | S3BlobStore:
-    """The blob store the settings name: ``AIORCH_BLOB_URL=s3://bucket/prefix`` → object
-    storage (the ``AWS_*`` environment configures the client), else the local folder
-    ``AIORCH_BLOB_DIR``. Raises ValueError for a blob URL that is not ``s3://``."""
-    if settings.blob_url:
-        from infra.s3blobs import S3BlobStore, parse_blob_url
-
-        bucket, prefix = parse_blob_url(settings.blob_url)
-        return S3BlobStore(bucket, prefix)
-    return LocalBlobStore(settings.resolved_blob_dir)
 
 
 def _finish(out: BinaryIO, rest: bytes) -> None:

@@ -14,7 +14,8 @@ from sqlalchemy import Engine
 from commands.outbound import parse_networks
 from commands.service import Platform
 from commands.setting_keys import DEFAULTS
-from infra.blobs import LocalBlobStore, open_blob_store
+from infra.blobs import LocalBlobStore
+from infra.blobstores import open_blob_store
 from infra.db import app_database_url, conninfo, make_engine, store_env
 from infra.secrets import fernet, secure_data_dir
 from infra.settings import Settings

@@ -22,9 +22,9 @@ from starlette.background import BackgroundTask
 from api.auth import ALGORITHM
 from api.deps import CurrentUser, Services, ServicesDep, bearer, check_token
 from api.errors import ServiceUnavailable, problem
+from api.job_access import load_job
 from api.live import Feed, LiveConnection, Subscriber, issue_sse_ticket, sse_ticket_claims, token_still_valid
 from api.pagination import PageParams, page_params, paginate_list
-from api.routers.jobs import load_job
 from commands.errors import InvalidCommand, NotFound, Unauthenticated
 from commands.job import FINISHED, Job
 from events import to_envelope

@@ -31,6 +31,7 @@ from api.deps import (
     link_user,
 )
 from api.downloads import download
+from api.job_access import load_job
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import CancelOut, JobIn, JobOut, ResultOut
 from api.uploads import FIELDS_BYTES, MultipartReader
@@ -74,15 +75,6 @@ _MULTIPART_DOC = {
         "required": True,
     },
 }
-
-
-def load_job(services: Services, user: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """A visible job's row. Raises NotFound."""
-    with services.engine.connect() as conn:
-        row = conn.execute(visible_jobs(select(t.jobs), user).where(t.jobs.c.id == job_id)).mappings().first()
-    if row is None:
-        raise NotFound(f"no job {job_id}")
-    return dict(row)
 
 
 @router.get("/", dependencies=[ReadPosition])

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from commands.job_parameters import LANGUAGE_CODE
+
 from .base import (
     Engine,
     EngineContext,
@@ -82,7 +84,7 @@ Translation into English always uses Whisper's ``translate`` task instead."""
 
 APERTIUM_TARGETS = ("es", "fr")
 _APERTIUM_HINT = "apt-get install apertium apertium-eng-spa apertium-fr-es"
-_LANG_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
+_LANG_RE = LANGUAGE_CODE  # one definition: commands.job_parameters
 _SENTENCE_END = re.compile(r"[.!?;…]['\"”’)\]]*$")
 MAX_SEGMENT_SECONDS = 12.0
 MAX_TEMPO = 2.0
