@@ -1,0 +1,229 @@
+"""Idle cost of a whole system (issue 10, target 8): ``aiorch up --processors 1`` (the real
+CLI: supervisor, API, relay, projector, one processor, the embedded broker) on a fresh
+database of the machine's PostgreSQL, left with nothing to do for ``--seconds`` (default 60).
+
+Per role (the supervisor's children by their command line, the broker, the PostgreSQL
+backends of the database, the server's own processes): CPU in % of one core, and voluntary
+and involuntary context switches per second summed over every thread of the role
+(``/proc/PID/task/*/status``), plus the PostgreSQL connections the database holds (and what
+``--processors 8`` would hold at the same count per role). Printed beside the cores other
+processes took. Target: everything together ≤ 2 % of one core, each role ≤ 20 voluntary
+context switches per second, ``--processors 8`` within the server's ``max_connections``.
+
+    PYTHONPATH=$PWD /work/main/.venv/bin/python bench/bench_idle.py [--seconds 60] [--settle 15]
+
+Exits 0 whether or not the target is met; 2 when the system could not be set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import psutil
+import psycopg
+
+from bench.common import MACHINE_PG, SetupError, _die_with_parent, machine_cpu, process_cpu_s, run_main, say
+from bench.compare import pg_pids
+from infra.embedded import free_port
+
+TARGET_CORE_PCT = 2.0
+TARGET_VCSW = 20.0
+
+
+def ctx_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches over every thread of ``pid``."""
+    vol = inv = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0, 0
+    for task in tasks:
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    vol += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    inv += int(line.split()[1])
+        except OSError:
+            continue
+    return vol, inv
+
+
+def role_of(proc: psutil.Process) -> str:
+    """A supervisor child's role from its command line."""
+    cmd = proc.cmdline()
+    if "infra.cli" in cmd:
+        i = cmd.index("infra.cli")
+        return cmd[i + 1] if i + 1 < len(cmd) else "?"
+    if any("tansu" in part for part in cmd[:1]):
+        return "broker"
+    return Path(cmd[0]).name if cmd else "?"
+
+
+def roles(up_pid: int, postmaster: int, database: str) -> dict[str, list[int]]:
+    """Role → pids: the supervisor, each of its children (and their children), PostgreSQL."""
+    out: dict[str, list[int]] = {"supervisor (aiorch up)": [up_pid]}
+    try:
+        children = psutil.Process(up_pid).children()
+    except psutil.Error:
+        children = []
+    for child in children:
+        try:
+            name = role_of(child)
+            if name == "process":
+                name = "processor"
+            out.setdefault(name, []).extend([child.pid, *(c.pid for c in child.children(recursive=True))])
+        except psutil.Error:
+            continue
+    backends, server = pg_pids(postmaster, database)
+    out["postgres (backends of the db)"] = backends
+    out["postgres (server processes)"] = server
+    return out
+
+
+def connections_by_role(groups: dict[str, list[int]], ports: set[int]) -> dict[str, int]:
+    """How many of the database's connections (by client port) each role's processes hold."""
+    out: dict[str, int] = {}
+    for name, pids in groups.items():
+        n = 0
+        for pid in pids:
+            try:
+                n += sum(1 for c in psutil.Process(pid).net_connections("tcp") if c.laddr and c.laddr.port in ports)
+            except psutil.Error:
+                continue
+        if n:
+            out[name] = n
+    return out
+
+
+def sample(groups: dict[str, list[int]]) -> dict[str, tuple[float, int, int]]:
+    out: dict[str, tuple[float, int, int]] = {}
+    for name, pids in groups.items():
+        cpu = vol = inv = 0.0
+        for pid in pids:
+            cpu += process_cpu_s(pid)
+            v, i = ctx_switches(pid)
+            vol, inv = vol + v, inv + i
+        out[name] = (cpu, int(vol), int(inv))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured idle seconds (default 60)")
+    parser.add_argument("--settle", type=float, default=15.0, help="seconds after the API answers before measuring")
+    parser.add_argument("--processors", type=int, default=1)
+    args = parser.parse_args()
+
+    server = os.environ.get("AIORCH_BENCH_DATABASE_URL", MACHINE_PG)
+    database = f"aiorch_idle_{uuid.uuid4().hex[:10]}"
+    tmp = Path(tempfile.mkdtemp(prefix="aiorch-idle-", dir="/tmp"))
+    try:
+        with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+            postmaster = psutil.Process(conn.info.backend_pid).ppid()
+            max_conn = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+    except (psycopg.Error, psutil.Error) as exc:
+        raise SetupError(f"PostgreSQL at {server}: {exc}") from exc
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server).set(database=database).render_as_string(hide_password=False)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIORCH_")}
+    env.update({"AIORCH_DATABASE_URL": url, "AIORCH_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1"})
+    repo = Path(__file__).resolve().parents[1]
+    log = open(tmp / "up.log", "ab")  # noqa: SIM115
+    up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up", "--port", str(port), "--processors",
+                           str(args.processors)], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+                          preexec_fn=_die_with_parent)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if up.poll() is not None:
+                raise SetupError(f"aiorch up exited with {up.returncode}: {(tmp / 'up.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SetupError("aiorch up: no API within 120 s")
+            time.sleep(0.5)
+        say(f"aiorch up --processors {args.processors} (pid {up.pid}) answers; settling {args.settle:g} s")
+        time.sleep(args.settle)
+        groups = roles(up.pid, postmaster, database)
+        say("roles: " + ", ".join(f"{k} {v}" for k, v in groups.items() if not k.startswith("postgres")))
+        s0, m0, t0 = sample(groups), machine_cpu()[0], time.monotonic()
+        own0 = process_cpu_s(os.getpid())
+        time.sleep(args.seconds)
+        groups1 = roles(up.pid, postmaster, database)
+        for name, pids in groups1.items():  # backends that came meanwhile count from 0
+            groups[name] = sorted(set(groups.get(name, [])) | set(pids))
+        s1, m1, t1 = sample(groups), machine_cpu()[0], time.monotonic()
+        own1 = process_cpu_s(os.getpid())
+        with psycopg.connect(server, autocommit=True) as conn:
+            ports = [int(r[0]) for r in conn.execute(
+                "SELECT client_port FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall() if r[0]]
+        connections = len(ports)
+        by_role = connections_by_role(groups, set(ports))
+        wall = t1 - t0
+        print()
+        print(f"idle `aiorch up --processors {args.processors}` for {wall:.0f} s — "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"  {'role':32s} {'% of a core':>11s} {'vol. cs/s':>10s} {'invol. cs/s':>11s}")
+        total = 0.0
+        worst_vcsw = 0.0
+        for name in groups:
+            cpu = s1[name][0] - s0.get(name, (0.0, 0, 0))[0]
+            vol = (s1[name][1] - s0.get(name, (0, 0, 0))[1]) / wall
+            inv = (s1[name][2] - s0.get(name, (0, 0, 0))[2]) / wall
+            total += cpu
+            if not name.startswith("postgres"):
+                worst_vcsw = max(worst_vcsw, vol)
+            print(f"  {name:32s} {cpu / wall * 100:10.2f}% {vol:10.1f} {inv:11.1f}")
+        other = max(0.0, (m1 - m0) - total - (own1 - own0)) / wall
+        print(f"  {'all of it':32s} {total / wall * 100:10.2f}%")
+        print(f"  other processes (not this system): {other:.2f} cores")
+        shares = ", ".join(f"{k} {v}" for k, v in by_role.items())
+        print(f"  PostgreSQL connections of the database: {connections} ({shares}); server max_connections {max_conn}")
+        if by_role.get("processor") and args.processors:
+            eight = connections + (8 - args.processors) * by_role["processor"] // args.processors
+            print(f"  `aiorch up --processors 8` at the same count per processor: ~{eight} "
+                  f"({'within' if eight <= max_conn else 'OVER'} max_connections {max_conn}, before any CLI use)")
+        met = total / wall * 100 <= TARGET_CORE_PCT and worst_vcsw <= TARGET_VCSW
+        print(f"  target ≤ {TARGET_CORE_PCT:g} % of a core in all and ≤ {TARGET_VCSW:g} voluntary cs/s per role: "
+              f"{'MET' if met else 'NOT MET'} ({total / wall * 100:.1f} %, worst role {worst_vcsw:.0f}/s)")
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            try:
+                up.wait(30)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                up.wait(5)
+        log.close()
+        try:
+            with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        except psycopg.Error as exc:
+            print(f"dropping {database}: {exc}", file=sys.stderr)
+        if os.environ.get("AIORCH_BENCH_KEEP") != "1":
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
