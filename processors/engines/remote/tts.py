@@ -11,6 +11,7 @@ from typing import Any
 
 from commands.job_parameters import LANGUAGE_CODE
 from processors.engines.base import EngineContext, EngineError, EngineResult, InvalidInput, atomic_output
+from processors.engines.tts.text import read_text
 
 from .answers import Answer, Call
 from .client import ProviderClient
@@ -21,12 +22,13 @@ DEFAULT_VOICE = "alloy"
 """TTS voice asked for when the job has no ``voice`` parameter."""
 
 log = logging.getLogger("processors.engines.remote")
-_TEXT_FIELDS = ("input_file", "text_file", "text")
+#: the longest text sent (the same bound as a tts job's ``text`` parameter, commands/job_parameters.py)
+MAX_TEXT_CHARS = 20_000
 
 
 def speak(client: ProviderClient, model: str, ctx: EngineContext, work_dir: Path) -> EngineResult:
     """Run one tts job on the provider (shapes: ``OpenAICompatibleEngine``'s docstring)."""
-    text = _tts_text(ctx)
+    text = read_text(ctx, MAX_TEXT_CHARS)
     voice = ctx.parameters.get("voice") or DEFAULT_VOICE
     if not isinstance(voice, str) or len(voice) > 100:
         raise InvalidInput(f"parameter 'voice' must be a voice name of at most 100 characters, got {voice!r}")
@@ -93,24 +95,3 @@ def _save_wav(answer: Answer, target: Path, label: str) -> tuple[int, int]:
         log.warning("%s: unreadable WAV answer: %s", label, exc)
         raise EngineError(what, detail=str(exc)) from None
     return frames, params.framerate
-
-
-def _tts_text(ctx: EngineContext) -> str:
-    """The text to speak: parameter ``text``, else a UTF-8 file in ``input_file``."""
-    text = ctx.parameters.get("text")
-    if text is None:
-        files = ctx.input_files or {}
-        path = next((Path(files[f]) for f in _TEXT_FIELDS if f in files), None)
-        if path is None:
-            raise InvalidInput("text-to-speech needs parameter 'text' (or a UTF-8 text file in 'input_file')")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"input file {path.name!r} is not UTF-8 text: {exc.reason}") from exc
-        except OSError as exc:
-            raise InvalidInput(f"cannot read input file {path.name!r}: {exc.strerror or exc}") from exc
-    if not isinstance(text, str):
-        raise InvalidInput(f"parameter 'text' must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InvalidInput("parameter 'text' is empty")
-    return text.strip()
