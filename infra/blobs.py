@@ -57,6 +57,50 @@ def safe_name(name: str) -> str:
     return cleaned[:200]
 
 
+class Intake:
+    """What an upload stream has shown so far: its size, sha256 and sniffed content type.
+
+    :meth:`take` each chunk as it arrives; :meth:`finish` at the end of the stream. Both
+    stores use it, so an upload is measured and typed the same way wherever it goes.
+
+    Args:
+        name: the uploaded file's name (for the error message).
+        max_bytes: bytes the upload may have.
+        accept: called with the content type once the first ``HEAD`` bytes (or the whole
+            upload, if shorter) have arrived; whatever it raises aborts the upload.
+    """
+
+    def __init__(self, name: str, max_bytes: int, accept: Callable[[str], None] | None) -> None:
+        self.name, self.max_bytes, self.accept = name, max_bytes, accept
+        self.digest, self.size, self.head, self.content_type = hashlib.sha256(), 0, b"", ""
+
+    def take(self, chunk: bytes) -> None:
+        """Count, hash and (until it is known) sniff ``chunk``.
+
+        Raises:
+            PayloadTooLarge: the upload passed ``max_bytes`` with this chunk.
+        """
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise PayloadTooLarge(f"{safe_name(self.name)} is over the limit of {self.max_bytes} bytes")
+        self.digest.update(chunk)
+        if not self.content_type:
+            self.head += chunk[: HEAD - len(self.head)]
+            if len(self.head) >= HEAD:
+                self._typed()
+
+    def finish(self, key: str) -> StoredBlob:
+        """The stored blob's description once the stream has ended (types a short upload)."""
+        if not self.content_type:
+            self._typed()
+        return StoredBlob(key, safe_name(self.name), self.size, self.digest.hexdigest(), self.content_type)
+
+    def _typed(self) -> None:
+        self.content_type = sniff(self.head)
+        if self.accept is not None:
+            self.accept(self.content_type)
+
+
 class LocalBlobStore:
     """Blobs under ``root``; keys look like ``uploads/<uuid>/<name>``. Implements
     ``api.deps.BlobStore``."""
@@ -110,37 +154,25 @@ class LocalBlobStore:
                 limit arrives). On any error the partial file is removed.
         """
         key = f"{prefix}/{uuid.uuid4()}/{safe_name(name)}"
-        digest, size, head, ctype = hashlib.sha256(), 0, b"", ""
+        intake = Intake(name, max_bytes, accept)
         buffer: list[bytes] = []
         buffered = 0
         out = await run_in_threadpool(self._create, key)
         try:
             async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"{safe_name(name)} is over the limit of {max_bytes} bytes")
-                digest.update(chunk)
-                if not ctype:
-                    head += chunk[: HEAD - len(head)]
-                    if len(head) >= HEAD:
-                        ctype = sniff(head)
-                        if accept is not None:
-                            accept(ctype)
+                intake.take(chunk)
                 buffer.append(chunk)
                 buffered += len(chunk)
                 if buffered >= CHUNK:
                     await run_in_threadpool(out.write, b"".join(buffer))
                     buffer, buffered = [], 0
-            if not ctype:
-                ctype = sniff(head)
-                if accept is not None:
-                    accept(ctype)
+            stored = intake.finish(key)
             await run_in_threadpool(_finish, out, b"".join(buffer))
         except BaseException:  # also a cancelled request: clean up without awaiting
             out.close()
             self.delete(key)
             raise
-        return StoredBlob(key, safe_name(name), size, digest.hexdigest(), ctype)
+        return stored
 
     def put_file(self, source: Path, key: str, content_type: str | None = None) -> StoredBlob:
         """Copy a local file in under ``key`` (result files)."""

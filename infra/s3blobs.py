@@ -26,8 +26,7 @@ from typing import Any, BinaryIO, cast
 
 from starlette.concurrency import run_in_threadpool
 
-from commands.errors import PayloadTooLarge
-from infra.blobs import CHUNK, HEAD, StoredBlob, safe_name, sniff
+from infra.blobs import CHUNK, HEAD, Intake, StoredBlob, safe_name, sniff
 
 log = logging.getLogger(__name__)
 
@@ -102,37 +101,25 @@ class S3BlobStore:
         """
         key = f"{prefix}/{uuid.uuid4()}/{safe_name(name)}"
         obj = self.object_key(key)
-        digest, size, head, ctype = hashlib.sha256(), 0, b"", ""
+        intake = Intake(name, max_bytes, accept)
         buffer = bytearray()
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         try:
             async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"{safe_name(name)} is over the limit of {max_bytes} bytes")
-                digest.update(chunk)
-                if not ctype:
-                    head += chunk[: HEAD - len(head)]
-                    if len(head) >= HEAD:
-                        ctype = sniff(head)
-                        if accept is not None:
-                            accept(ctype)
+                intake.take(chunk)
                 buffer += chunk
                 while len(buffer) >= PART:
                     if upload_id is None:
-                        upload_id = await run_in_threadpool(self._begin, obj, ctype)
+                        upload_id = await run_in_threadpool(self._begin, obj, intake.content_type)
                     with memoryview(buffer) as view:
                         part = bytes(view[:PART])
                     del buffer[:PART]
                     parts.append(await run_in_threadpool(self._part, obj, upload_id, len(parts) + 1, part))
                     del part
-            if not ctype:
-                ctype = sniff(head)
-                if accept is not None:
-                    accept(ctype)
+            stored = intake.finish(key)
             if upload_id is None:
-                await run_in_threadpool(self._put, obj, bytes(buffer), ctype)
+                await run_in_threadpool(self._put, obj, bytes(buffer), stored.content_type)
             else:
                 if buffer or not parts:
                     parts.append(await run_in_threadpool(self._part, obj, upload_id, len(parts) + 1, bytes(buffer)))
@@ -143,7 +130,7 @@ class S3BlobStore:
                 with contextlib.suppress(asyncio.CancelledError):  # cancelled again: it ends in its thread
                     await asyncio.shield(cleanup)
             raise
-        return StoredBlob(key, safe_name(name), size, digest.hexdigest(), ctype)
+        return stored
 
     def _begin(self, obj: str, ctype: str) -> str:
         answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=obj, ContentType=ctype or "application/octet-stream")
