@@ -197,3 +197,34 @@ def test_quotas_are_set_by_admins_and_unknown_keys_refused(platform_up: dict[str
     refused(
         system, lambda: admin.post("/api/settings/", json={"key": "max_concurrent_jobs\x00", "value": 1}), 422, ["body", "key"]
     )
+
+
+def test_hostile_webhook_bodies_are_refused_and_store_nothing(platform_up: dict[str, Any], system: Any) -> None:
+    """The bodies this round added (webhook endpoints, per-job webhooks) follow the same
+    boundary: NUL, huge, wrongly typed and deeply nested values → 422, nothing stored."""
+    editor = platform_up["clients"]["editor"]
+    project = platform_up["project"]
+    hook = {"url": "https://hooks.example.com/in", "events": ["job.completed"]}
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    cases: list[tuple[dict[str, Any], list[Any] | None]] = [
+        ({**hook, "description": "a\x00b"}, ["body", "description"]),
+        ({**hook, "url": "https://hooks.example.com/\x00"}, None),
+        ({**hook, "url": "https://" + "a" * 5000 + ".example.com/"}, None),
+        ({**hook, "events": "job.completed"}, None),
+        ({**hook, "events": [deep]}, None),
+        ({**hook, "events": ["job.\x00completed"]}, None),
+        ({**hook, "enabled": "sometimes"}, None),
+        ({**hook, "url": 12}, None),
+    ]
+    for body, loc in cases:
+        refused(system, lambda body=body: editor.post("/api/webhooks/", json=body), 422, loc)
+    job = {"project": project, "type": "tts", "parameters": {"text": "hello"}}
+    for extra in (
+        {"webhook": "https://hooks.example.com/\x00"},
+        {"webhook": "https://hooks.example.com/in", "webhook_events": ["job.completed\x00"]},
+        {"webhook": "http://169.254.169.254/latest/meta-data/"},
+        {"webhook": ["https://hooks.example.com/in"]},
+    ):
+        refused(system, lambda extra=extra: editor.post("/api/jobs/", json={**job, **extra}), 422)
