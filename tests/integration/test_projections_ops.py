@@ -145,7 +145,9 @@ def test_a_serving_generation_from_before_a_new_column_is_upgraded_at_start(syst
     """A deployment whose read models predate ``rm_jobs.demo`` starts without a rebuild: the
     column is added with its default and the views show it; a column no earlier event gives
     a value for is refused with the rebuild command named."""
-    from sqlalchemy import Boolean, Column
+    from types import SimpleNamespace
+
+    from sqlalchemy import Boolean, Column, MetaData
 
     from projections.generations import ensure_serving, upgrade_generation
 
@@ -165,7 +167,9 @@ def test_a_serving_generation_from_before_a_new_column_is_upgraded_at_start(syst
         demo = conn.execute(text(f'SELECT demo FROM "{t.jobs.name}" WHERE id = :id'), {"id": str(job_id)}).scalar()
         assert demo is False
         assert upgrade_generation(conn, generation) == []  # nothing left to add
-    later = t.generation(generation)
+    # a later version's tables: copies (t.generation is cached and shared by every test)
+    copies = MetaData()
+    later = SimpleNamespace(**{name: getattr(t.generation(generation), name).to_metadata(copies) for name in t.NAMES})
     later.jobs.append_column(Column("needs_a_rebuild", Boolean, nullable=False))
     with system.engine.begin() as conn, pytest.raises(RuntimeError, match="aiorch projections rebuild --all"):
         upgrade_generation(conn, generation, later)
