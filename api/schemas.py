@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from commands.text import Line, Text
 
@@ -78,6 +78,17 @@ class JobIn(BaseModel):
     priority: Line = Field(default="normal", max_length=100, examples=["normal"])
     webhook: str | None = Field(default=None, max_length=2048, examples=["https://example.com/aiorch-hook"])
     webhook_events: list[str] | None = Field(default=None, max_length=20, examples=[["job.completed", "job.failed"]])
+
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """Form bodies may give the events comma-separated (``job.completed, job.failed``),
+        in one field or in several; each entry is split on commas and trimmed."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [e.strip() for v in value for e in v.split(",") if e.strip()]
+        return value
 
 
 class FileOut(BaseModel):

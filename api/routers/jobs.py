@@ -183,12 +183,9 @@ async def _read_submission(request: Request, services: Services, limit: int) -> 
                 "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "invalid JSON"}]
             ) from None
         raw: dict[str, Any] = {**{k: v for k, v in fields.items() if k != "parameters" and v != ""}, "parameters": parameters}
-        if isinstance(raw.get("webhook_events"), str):  # a JSON list, or comma-separated
-            text = raw["webhook_events"].strip()
-            try:
-                raw["webhook_events"] = (
-                    json.loads(text) if text.startswith("[") else [e.strip() for e in text.split(",") if e.strip()]
-                )
+        if isinstance(raw.get("webhook_events"), str) and raw["webhook_events"].lstrip().startswith("["):
+            try:  # a JSON list (else comma-separated, split by JobIn)
+                raw["webhook_events"] = json.loads(raw["webhook_events"])
             except (ValueError, RecursionError):
                 _drop(services, files)
                 raise InvalidCommand(

@@ -92,8 +92,13 @@ def test_hostile_input_answers_4xx_and_a_crash_500_problem_json(
     routes = routes_of(system)
     lists = [r.path for r in routes if "GET" in r.methods and "page" in query_names(r.dependant)]
     assert len(lists) >= 12, lists
+    hook = admin.post(  # disabled: nothing is ever sent to it
+        "/api/webhooks/", json={"url": "https://hooks.example.com/in", "events": ["job.completed"], "enabled": False}
+    )
+    assert hook.status_code == 201, hook.text
+    webhook_id = hook.json()["id"]
     for path in lists:
-        path = path.replace("{job_id}", job_id).replace("{project_id}", project)
+        path = path.replace("{job_id}", job_id).replace("{project_id}", project).replace("{webhook_id}", webhook_id)
         for far in ("99999999999999999999", str(2**63), "1000000000"):
             assert assert_problem(admin.get(path, params={"page": far}), 404)["detail"] == "Invalid page.", (path, far)
 
