@@ -680,9 +680,12 @@ def submit(
         files = client.parse_files(file or [])
         session = client.Session()
         job_id = client.submit(session, job_type, project, params, files, priority)
-        typer.echo(job_id)
-        if wait:
-            return client.follow(session, job_id, download, Path.cwd())
+        try:
+            typer.echo(job_id)
+            if wait:
+                return client.follow(session, job_id, download, Path.cwd())
+        except KeyboardInterrupt:  # before the progress bar took over
+            return client.interrupted(session, job_id)
         return None
 
     _client(run)

@@ -353,6 +353,13 @@ def follow(session: Session, job_id: str, download: bool, folder: Path, console:
     until it is finished; download its result files when it completed. Ctrl-C asks whether
     to cancel the job (and cancels it on yes). Returns the exit code (:data:`EXIT_OF`, or
     130 after Ctrl-C)."""
+    try:
+        return _follow(session, job_id, download, folder, console)
+    except KeyboardInterrupt:
+        return interrupted(session, job_id, console)
+
+
+def _follow(session: Session, job_id: str, download: bool, folder: Path, console: Any | None) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -367,18 +374,15 @@ def follow(session: Session, job_id: str, download: bool, folder: Path, console:
         TimeElapsedColumn(),
         console=console,
     )
-    try:
-        with progress:
-            task = progress.add_task("waiting", total=100, status="pending")
-            for job in feed(session, job_id):
-                progress.update(
-                    task,
-                    completed=float(job.get("progress") or 0),
-                    description=job.get("stage") or job["status"],
-                    status=job["status"],
-                )
-    except KeyboardInterrupt:
-        return _interrupted(session, job_id, console)
+    with progress:
+        task = progress.add_task("waiting", total=100, status="pending")
+        for job in feed(session, job_id):
+            progress.update(
+                task,
+                completed=float(job.get("progress") or 0),
+                description=job.get("stage") or job["status"],
+                status=job["status"],
+            )
     status = job.get("status", "unknown")
     line = f"job {job_id} {status}"
     if status == "failed" and job.get("error"):
@@ -390,8 +394,12 @@ def follow(session: Session, job_id: str, download: bool, folder: Path, console:
     return EXIT_OF.get(status, FAILED)
 
 
-def _interrupted(session: Session, job_id: str, console: Any) -> int:
+def interrupted(session: Session, job_id: str, console: Any | None = None) -> int:
     """After Ctrl-C: ask whether to cancel the job; cancel it on yes. Returns 130."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
     try:
         console.print(f"\ncancel job {job_id}? [y/N] ", end="", markup=False, highlight=False)
         answer = sys.stdin.readline().strip().lower()
