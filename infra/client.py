@@ -36,6 +36,9 @@ FINISHED = ("completed", "failed", "cancelled")
 EXIT_OF = {"completed": COMPLETED, "failed": FAILED, "cancelled": CANCELLED}
 REFRESH_MARGIN_S = 30
 """An access token expiring within this many seconds is refreshed before it is used."""
+CANCEL_WAIT_S = 15
+"""After Ctrl-C and "y": how long to wait for a running job to stop (it stops at its next
+checkpoint, within about 2 s) before exiting anyway."""
 
 
 class ClientError(Exception):
@@ -407,7 +410,13 @@ def interrupted(session: Session, job_id: str, console: Any | None = None) -> in
         answer = ""
     if answer in ("y", "yes"):
         body = session.json("POST", f"/api/jobs/{job_id}/cancel/", ok=(202, 409))
-        console.print(f"job {job_id}: {body.get('status') or body.get('detail')}", markup=False, highlight=False)
+        status = body["status"] if isinstance(body.get("status"), str) else str(body.get("detail"))
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while status == "cancel_requested" and time.monotonic() < deadline:  # a running job stops at its next checkpoint
+            time.sleep(0.5)
+            job = session.json("GET", f"/api/jobs/{job_id}/")
+            status = job["status"] if job["status"] in FINISHED else status
+        console.print(f"job {job_id}: {status}", markup=False, highlight=False)
     else:
         console.print(f"job {job_id} goes on; follow it with `aiorch watch {job_id}`", markup=False, highlight=False)
     return CANCELLED

@@ -115,7 +115,7 @@ def test_login_submit_wait_watch_list_and_exit_codes(up: Up, cli: Any) -> None:
             "-p",
             "prompt=A very long saga",
             "-p",
-            "length=5000",
+            "length=2000",
             "--wait",
         ],
         env=cli.env,
@@ -131,6 +131,7 @@ def test_login_submit_wait_watch_list_and_exit_codes(up: Up, cli: Any) -> None:
     out, err = proc.communicate("y\n", timeout=60)
     assert proc.returncode == 130, out + err
     assert f"cancel job {story_id}?" in err
+    assert f"job {story_id}: cancelled" in err  # it waited for the running job to stop
 
     http = httpx.Client(base_url=up.base, timeout=30)
     token = http.post("/api/token/", json={"username": ADMIN, "password": ADMIN_PASSWORD}).json()["access"]
