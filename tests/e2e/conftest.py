@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def start_up(model_dir: Path) -> Iterator[Up]:
     finally:
         if proc.poll() is None:
             up.ctrl_c()
+    shutil.rmtree(data_dir, ignore_errors=True)  # kept when the test failed, for its up.log
 
 
 @pytest.fixture
