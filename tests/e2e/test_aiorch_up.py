@@ -102,3 +102,5 @@ def test_readme_walkthrough(aiorch_up: Any) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     assert not (data_dir / "runtime.json").exists()
+    log = (data_dir / "up.log").read_text(errors="replace")
+    assert "Traceback" not in log, log[-6000:]  # a clean shutdown prints no traceback

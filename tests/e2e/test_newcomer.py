@@ -76,7 +76,8 @@ def test_help_and_admin_commands_import_no_engine(tmp_path: Path) -> None:
     probe = f"""
 import json, sys
 from infra import cli
-for argv in (["aiorch", "--help"], ["aiorch", "users", "--help"], ["aiorch", "projections", "status"]):
+helps = (["aiorch", "--help"], ["aiorch", "users", "--help"], ["aiorch", "submit", "--help"])
+for argv in (*helps, ["aiorch", "projections", "status"]):
     sys.argv = argv
     try:
         cli.main()
