@@ -6,6 +6,7 @@ server never sends it)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +25,8 @@ _ADMIN_READS = ("/api/users/", "/api/audit/", "/api/dead-letters/", "/api/provid
 _ITEM_VERBS = {"GET": "retrieve", "PUT": "update", "PATCH": "partial_update", "DELETE": "destroy", "POST": "create"}
 _COLLECTION_VERBS = {"GET": "list", "POST": "create"}
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+#: Statuses answered as problems (a 416 of a download has no body).
+_PROBLEM_STATUSES = {400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503}
 #: Statuses the rules of :func:`error_statuses` cannot see: an id in the body that names
 #: nothing visible (404), a token checked without authenticating (401).
 _ALSO: dict[tuple[str, str], set[int]] = {
@@ -120,9 +123,26 @@ def document_errors(app: FastAPI, schema: dict[str, Any]) -> None:
             for status in sorted(error_statuses(route)):
                 responses.setdefault(str(status), problem_response(status))
             for status, answer in list(responses.items()):
-                if status.isdigit() and int(status) >= 400 and PROBLEM_MEDIA_TYPE not in answer.get("content", {}):
+                if status.isdigit() and int(status) in _PROBLEM_STATUSES and PROBLEM_MEDIA_TYPE not in answer.get("content", {}):
                     responses[status] = problem_response(int(status), answer.get("description") or None)
             operation["responses"] = dict(sorted(responses.items()))
+
+
+def _readable_page_names(schema: dict[str, Any]) -> dict[str, Any]:
+    """``Page_JobOut_`` (pydantic's name of ``Page[JobOut]``) → ``JobPage``, refs included."""
+    names = {n: f"{n[5:-1].removesuffix('Out')}Page" for n in schema["components"]["schemas"] if re.fullmatch(r"Page_\w+_", n)}
+    if not names:
+        return schema
+    text = json.dumps(schema)
+    for old, new in names.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    renamed: dict[str, Any] = json.loads(text)
+    components = renamed["components"]["schemas"]
+    for old, new in names.items():
+        components[new] = components.pop(old)
+        components[new]["title"] = new
+    renamed["components"]["schemas"] = dict(sorted(components.items()))
+    return renamed
 
 
 def install(app: FastAPI) -> None:
@@ -142,6 +162,7 @@ def install(app: FastAPI) -> None:
             schemas[model.__name__] = component
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
+        schema = _readable_page_names(schema)
         app.openapi_schema = schema
         return schema
 
