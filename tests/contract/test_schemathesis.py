@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,6 +56,7 @@ class Tally:
     def __init__(self) -> None:
         self.operations: set[str] = set()
         self.cases = 0
+        self.statuses: Counter[int] = Counter()
         self.failures: dict[str, set[str]] = defaultdict(set)
         self.samples: dict[str, str] = {}
 
@@ -63,6 +64,7 @@ class Tally:
         return {
             "operations": len(self.operations),
             "cases": self.cases,
+            "answers_2xx": sum(n for status, n in self.statuses.items() if status < 300),
             "failing_operations": {name: len(self.failures.get(name, ())) for name in CHECKS},
             "failures": {name: sorted(ops) for name, ops in self.failures.items()},
         }
@@ -128,6 +130,7 @@ def run_operation(operation: Any, mode: Any, base: str, headers: dict[str, str],
     def one(case: Any) -> None:
         tally.cases += 1
         response = case.call(base_url=base, headers=headers, timeout=30)
+        tally.statuses[response.status_code] += 1
         for name, check in CHECKS.items():
             try:
                 case.validate_response(response, checks=[check], headers=headers)
