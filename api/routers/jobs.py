@@ -33,7 +33,19 @@ from api.deps import (
 from api.downloads import download
 from api.job_access import load_job
 from api.pagination import PageParams, page_params, paginate
-from api.schemas import ACCEPTED, BINARY_DOWNLOAD, LAGGING, CancelOut, JobIn, JobOut, LogLine, Page, ResultOut, ok
+from api.schemas import (
+    ACCEPTED,
+    BINARY_DOWNLOAD,
+    LAGGING,
+    CancelOut,
+    JobIn,
+    JobOut,
+    LogLine,
+    Page,
+    Priority,
+    ResultOut,
+    ok,
+)
 from api.uploads import FIELDS_BYTES, MultipartReader
 from api.views import job_json, log_json, result_json, visible_jobs
 from commands.errors import InvalidCommand, NotFound, UnsupportedMediaType
@@ -41,6 +53,7 @@ from commands.job_parameters import FILE_FIELDS
 from commands.messages import ArchiveJob, CancelJob, RetryJob, SubmitJob, UpdateJob, UpdateProgress
 from commands.permissions import require_admin, require_writer
 from commands.webhook_handlers import check_job_webhook
+from events import JOB_TYPES
 from projections import tables as t
 from projections.queries import order_by, priority_rank
 
@@ -49,20 +62,30 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 ORDERING_FIELDS = ("created_at", "finished_at", "priority")
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
+
+def _job_in_doc() -> dict[str, Any]:
+    """The JSON body's schema: :class:`JobIn` with the type and priority named as enums
+    (the handler refuses other values with 422)."""
+    schema = JobIn.model_json_schema()
+    schema["properties"]["type"]["enum"] = list(JOB_TYPES)
+    schema["properties"]["priority"]["enum"] = [p.value for p in Priority]
+    return schema
+
+
 _MULTIPART_DOC = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": JobIn.model_json_schema()},
+            "application/json": {"schema": _job_in_doc()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
                     "required": ["project", "type"],
                     "properties": {
                         "project": {"type": "string"},
-                        "type": {"type": "string"},
+                        "type": {"type": "string", "enum": list(JOB_TYPES)},
                         "parameters": {"type": "string", "description": "a JSON object"},
                         "agent": {"type": "string"},
-                        "priority": {"type": "string"},
+                        "priority": {"type": "string", "enum": [p.value for p in Priority]},
                         "webhook": {"type": "string", "description": "a URL that receives the job's events"},
                         "webhook_events": {"type": "string", "description": "a JSON list, or comma-separated"},
                         "input_file": {"type": "string", "format": "binary"},

@@ -71,6 +71,7 @@ def test_a_generated_client_runs_a_whole_flow(platform_up: dict[str, Any], tmp_p
         JobOut,
         JobsCreateJsonJobIn,
         JobsCreateJsonJobInParameters,
+        JobsCreateJsonJobInType,
         JobStatus,
         Problem,
         ProjectIn,
@@ -88,7 +89,9 @@ def test_a_generated_client_runs_a_whole_flow(platform_up: dict[str, Any], tmp_p
     assert isinstance(project, ProjectOut) and project.name == "Generated client"
 
     body = JobsCreateJsonJobIn(
-        project=str(project.id), type_="tts", parameters=JobsCreateJsonJobInParameters.from_dict({"text": "Hello there."})
+        project=str(project.id),
+        type_=JobsCreateJsonJobInType.TTS,
+        parameters=JobsCreateJsonJobInParameters.from_dict({"text": "Hello there."}),
     )
     job = jobs_create.sync(client=client, body=body)
     assert isinstance(job, JobOut) and job.status == JobStatus.PENDING
@@ -107,7 +110,9 @@ def test_a_generated_client_runs_a_whole_flow(platform_up: dict[str, Any], tmp_p
 
     invalid = jobs_create.sync(
         client=client,
-        body=JobsCreateJsonJobIn(project=str(project.id), type_="tts", parameters=JobsCreateJsonJobInParameters()),
+        body=JobsCreateJsonJobIn(
+            project=str(project.id), type_=JobsCreateJsonJobInType.TTS, parameters=JobsCreateJsonJobInParameters()
+        ),
     )
     assert isinstance(invalid, ValidationProblem) and invalid.status == 422
     assert invalid.errors and invalid.errors[0].loc
