@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from api import errors
+from api import errors, openapi
 from api.audit import AuditMiddleware
 from api.deps import Services
 from api.forms import FormBodies
@@ -48,6 +48,7 @@ def create_app(
         dependencies=[Depends(errors.clean_parameters)],
         # Swagger UI would otherwise send the spec to validator.swagger.io for its badge
         swagger_ui_parameters={"validatorUrl": None},
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.services = services
     app.state.metrics = ops.Metrics(services)
@@ -91,4 +92,5 @@ def create_app(
         webhooks.router,
     ):
         app.include_router(router)
+    openapi.install(app)
     return app

@@ -182,7 +182,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed", 401: "Not authenticated"}.get(exc.status_code, "Error")
+        titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Not authenticated"}
+        title = titles.get(exc.status_code, "Error")
         return problem(request, exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(ServiceUnavailable)

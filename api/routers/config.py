@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 from api.auth import actor_of
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
+from api.schemas import ACCEPTED, LAGGING, AgentOut, EffectiveSettings, Page, ProviderOut, SettingOut, ok
 from api.views import agent_json, provider_json, setting_json, visible_agents
 from commands.errors import NotFound
 from commands.messages import (
@@ -69,7 +70,7 @@ def load_setting(services: Services, user: dict[str, Any], setting_id: str) -> d
     return dict(row)
 
 
-@settings_router.get("/", dependencies=[ReadPosition])
+@settings_router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[SettingOut]))
 def list_settings(
     request: Request,
     services: ServicesDep,
@@ -88,13 +89,13 @@ def list_settings(
         return paginate(request, conn, stmt.order_by(t.settings.c.key, t.settings.c.id), params, setting_json)
 
 
-@settings_router.get("/effective/", dependencies=[ReadPosition])
+@settings_router.get("/effective/", dependencies=[ReadPosition], response_model=None, responses=ok(EffectiveSettings))
 def effective_settings(services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """The caller's settings as a flat ``{key: value}``: user over global over defaults."""
     return dict(services.effective_settings(user["id"]))
 
 
-@settings_router.post("/", status_code=201)
+@settings_router.post("/", status_code=201, responses={**ok(SettingOut, 201), **ACCEPTED})
 async def create_setting(body: SettingIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Set a global (admins) or per-user (the user or admins) setting; unique per (user, key)."""
     setting_id, position = await asyncio.to_thread(
@@ -109,7 +110,7 @@ async def create_setting(body: SettingIn, services: ServicesDep, ctx: CommandCtx
     )
 
 
-@settings_router.get("/{setting_id}/", dependencies=[ReadPosition])
+@settings_router.get("/{setting_id}/", dependencies=[ReadPosition], response_model=None, responses=ok(SettingOut))
 def get_setting(setting_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """One setting."""
     return setting_json(load_setting(services, user, str(setting_id)))
@@ -121,7 +122,7 @@ async def _set(setting_id: UUID, value: Any, services: Services, ctx: Any, user:
     return await after_write(services, position, lambda: setting_json(load_setting(services, user, str(setting_id))))
 
 
-@settings_router.put("/{setting_id}/")
+@settings_router.put("/{setting_id}/", responses={**ok(SettingOut), **LAGGING})
 async def replace_setting(
     setting_id: UUID, body: SettingPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -129,7 +130,7 @@ async def replace_setting(
     return await _set(setting_id, body.value, services, ctx, user)
 
 
-@settings_router.patch("/{setting_id}/")
+@settings_router.patch("/{setting_id}/", responses={**ok(SettingOut), **LAGGING})
 async def update_setting(
     setting_id: UUID, body: SettingPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -137,7 +138,7 @@ async def update_setting(
     return await _set(setting_id, body.value, services, ctx, user)
 
 
-@settings_router.delete("/{setting_id}/", status_code=204, response_class=Response)
+@settings_router.delete("/{setting_id}/", status_code=204, response_class=Response, responses=LAGGING)
 async def delete_setting(setting_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Remove a setting (204); the global value or the default applies again."""
     load_setting(services, user, str(setting_id))
@@ -176,7 +177,7 @@ def load_agent(services: Services, user: dict[str, Any], agent_id: str) -> dict[
     return dict(row)
 
 
-@agents_router.get("/", dependencies=[ReadPosition])
+@agents_router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[AgentOut]))
 def list_agents(
     request: Request,
     services: ServicesDep,
@@ -195,7 +196,7 @@ def list_agents(
         return paginate(request, conn, stmt.order_by(t.agents.c.created_at.desc(), t.agents.c.id), params, agent_json)
 
 
-@agents_router.post("/", status_code=201)
+@agents_router.post("/", status_code=201, responses={**ok(AgentOut, 201), **ACCEPTED})
 async def create_agent(body: AgentIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Save an agent; its configuration is checked against the job type's parameters."""
     cmd = CreateAgent(body.name, body.type, body.configuration, body.description, body.provider)
@@ -209,7 +210,7 @@ async def create_agent(body: AgentIn, services: ServicesDep, ctx: CommandCtx, us
     )
 
 
-@agents_router.get("/{agent_id}/", dependencies=[ReadPosition])
+@agents_router.get("/{agent_id}/", dependencies=[ReadPosition], response_model=None, responses=ok(AgentOut))
 def get_agent(agent_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """One agent."""
     return agent_json(load_agent(services, user, str(agent_id)))
@@ -221,7 +222,7 @@ async def _agent_write(agent_id: UUID, services: Services, user: dict[str, Any],
     return await after_write(services, position, lambda: agent_json(load_agent(services, user, str(agent_id))))
 
 
-@agents_router.put("/{agent_id}/")
+@agents_router.put("/{agent_id}/", responses={**ok(AgentOut), **LAGGING})
 async def replace_agent(agent_id: UUID, body: AgentIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Replace an agent's name, description, configuration and provider (its type stays)."""
     changes = {
@@ -235,7 +236,7 @@ async def replace_agent(agent_id: UUID, body: AgentIn, services: ServicesDep, ct
     )
 
 
-@agents_router.patch("/{agent_id}/")
+@agents_router.patch("/{agent_id}/", responses={**ok(AgentOut), **LAGGING})
 async def update_agent(agent_id: UUID, body: AgentPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change an agent."""
     given = body.model_dump(exclude_unset=True)
@@ -246,7 +247,7 @@ async def update_agent(agent_id: UUID, body: AgentPatch, services: ServicesDep, 
     )
 
 
-@agents_router.post("/{agent_id}/activate/")
+@agents_router.post("/{agent_id}/activate/", responses={**ok(AgentOut), **LAGGING})
 async def activate_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Let jobs name the agent (409 if already active)."""
     return await _agent_write(
@@ -254,7 +255,7 @@ async def activate_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx,
     )
 
 
-@agents_router.post("/{agent_id}/deactivate/")
+@agents_router.post("/{agent_id}/deactivate/", responses={**ok(AgentOut), **LAGGING})
 async def deactivate_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Refuse jobs naming the agent (409 if already inactive)."""
     return await _agent_write(
@@ -262,7 +263,7 @@ async def deactivate_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCt
     )
 
 
-@agents_router.delete("/{agent_id}/", status_code=204, response_class=Response)
+@agents_router.delete("/{agent_id}/", status_code=204, response_class=Response, responses=LAGGING)
 async def delete_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Remove an agent (204)."""
     load_agent(services, user, str(agent_id))
@@ -305,7 +306,7 @@ def _admin(user: dict[str, Any]) -> None:
     require_admin(actor_of(user), "providers")
 
 
-@providers_router.get("/", dependencies=[ReadPosition])
+@providers_router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[ProviderOut]))
 def list_providers(
     request: Request, services: ServicesDep, user: CurrentUser, params: Annotated[PageParams, Depends(page_params)]
 ) -> dict[str, Any]:
@@ -316,7 +317,7 @@ def list_providers(
         return paginate(request, conn, stmt, params, provider_json)
 
 
-@providers_router.post("/", status_code=201)
+@providers_router.post("/", status_code=201, responses={**ok(ProviderOut, 201), **ACCEPTED})
 async def create_provider(body: ProviderIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Register a provider (admins)."""
     cmd = CreateProvider(body.name, body.kind, body.base_url, body.api_key, body.enabled)
@@ -330,7 +331,7 @@ async def create_provider(body: ProviderIn, services: ServicesDep, ctx: CommandC
     )
 
 
-@providers_router.get("/{provider_id}/", dependencies=[ReadPosition])
+@providers_router.get("/{provider_id}/", dependencies=[ReadPosition], response_model=None, responses=ok(ProviderOut))
 def get_provider(provider_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """One provider (admins)."""
     _admin(user)
@@ -343,7 +344,7 @@ async def _provider_write(provider_id: UUID, changes: dict[str, Any], services: 
     return await after_write(services, position, lambda: provider_json(load_provider(services, str(provider_id))))
 
 
-@providers_router.put("/{provider_id}/")
+@providers_router.put("/{provider_id}/", responses={**ok(ProviderOut), **LAGGING})
 async def replace_provider(
     provider_id: UUID, body: ProviderIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -355,7 +356,7 @@ async def replace_provider(
     return await _provider_write(provider_id, changes, services, ctx)
 
 
-@providers_router.patch("/{provider_id}/")
+@providers_router.patch("/{provider_id}/", responses={**ok(ProviderOut), **LAGGING})
 async def update_provider(
     provider_id: UUID, body: ProviderPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -364,7 +365,7 @@ async def update_provider(
     return await _provider_write(provider_id, body.model_dump(exclude_unset=True), services, ctx)
 
 
-@providers_router.delete("/{provider_id}/", status_code=204, response_class=Response)
+@providers_router.delete("/{provider_id}/", status_code=204, response_class=Response, responses=LAGGING)
 async def delete_provider(provider_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Remove a provider (admins, 204)."""
     _admin(user)

@@ -25,6 +25,7 @@ from api.errors import ServiceUnavailable, problem
 from api.job_access import load_job
 from api.live import Feed, LiveConnection, Subscriber, issue_sse_ticket, sse_ticket_claims, token_still_valid
 from api.pagination import PageParams, page_params, paginate_list
+from api.schemas import HistoryItem, Page, events_responses, ok
 from commands.errors import InvalidCommand, NotFound, Unauthenticated
 from commands.job import FINISHED, Job
 from events import to_envelope
@@ -52,7 +53,7 @@ def _page(request: Request, services: Services, job_id: UUID, after: int, params
     return paginate_list(request, [history_item(p, e) for p, e in events], params)
 
 
-@router.get("/{job_id}/history/")
+@router.get("/{job_id}/history/", response_model=None, responses=ok(Page[HistoryItem]))
 def job_history(
     job_id: UUID,
     request: Request,
@@ -151,7 +152,7 @@ def stream_user(
     return user, token
 
 
-@router.get("/{job_id}/events/", responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}})
+@router.get("/{job_id}/events/", response_model=None, responses=events_responses())
 async def job_events(
     job_id: UUID,
     request: Request,

@@ -33,7 +33,19 @@ from api.deps import (
 from api.downloads import download
 from api.job_access import load_job
 from api.pagination import PageParams, page_params, paginate
-from api.schemas import CancelOut, JobIn, JobOut, ResultOut
+from api.schemas import (
+    ACCEPTED,
+    BINARY_DOWNLOAD,
+    LAGGING,
+    CancelOut,
+    JobIn,
+    JobOut,
+    LogLine,
+    Page,
+    Priority,
+    ResultOut,
+    ok,
+)
 from api.uploads import FIELDS_BYTES, MultipartReader
 from api.views import job_json, log_json, result_json, visible_jobs
 from commands.errors import InvalidCommand, NotFound, UnsupportedMediaType
@@ -41,6 +53,7 @@ from commands.job_parameters import FILE_FIELDS
 from commands.messages import ArchiveJob, CancelJob, RetryJob, SubmitJob, UpdateJob, UpdateProgress
 from commands.permissions import require_admin, require_writer
 from commands.webhook_handlers import check_job_webhook
+from events import JOB_TYPES
 from projections import tables as t
 from projections.queries import order_by, priority_rank
 
@@ -49,20 +62,30 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 ORDERING_FIELDS = ("created_at", "finished_at", "priority")
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
+
+def _job_in_doc() -> dict[str, Any]:
+    """The JSON body's schema: :class:`JobIn` with the type and priority named as enums
+    (the handler refuses other values with 422)."""
+    schema = JobIn.model_json_schema()
+    schema["properties"]["type"]["enum"] = list(JOB_TYPES)
+    schema["properties"]["priority"]["enum"] = [p.value for p in Priority]
+    return schema
+
+
 _MULTIPART_DOC = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": JobIn.model_json_schema()},
+            "application/json": {"schema": _job_in_doc()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
                     "required": ["project", "type"],
                     "properties": {
                         "project": {"type": "string"},
-                        "type": {"type": "string"},
+                        "type": {"type": "string", "enum": list(JOB_TYPES)},
                         "parameters": {"type": "string", "description": "a JSON object"},
                         "agent": {"type": "string"},
-                        "priority": {"type": "string"},
+                        "priority": {"type": "string", "enum": [p.value for p in Priority]},
                         "webhook": {"type": "string", "description": "a URL that receives the job's events"},
                         "webhook_events": {"type": "string", "description": "a JSON list, or comma-separated"},
                         "input_file": {"type": "string", "format": "binary"},
@@ -77,7 +100,7 @@ _MULTIPART_DOC = {
 }
 
 
-@router.get("/", dependencies=[ReadPosition])
+@router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[JobOut]))
 def list_jobs(
     request: Request,
     services: ServicesDep,
@@ -215,7 +238,7 @@ def _job_in(raw: Any) -> JobIn:
     response_model=JobOut,
     openapi_extra=_MULTIPART_DOC,
     responses={
-        202: {"description": "accepted; the read model has not caught up yet"},
+        **ACCEPTED,
         415: {"description": "a file's sniffed type does not fit its field"},
     },
 )
@@ -322,7 +345,7 @@ class JobPatch(BaseModel):
     priority: Literal["low", "normal", "high"] | None = None
 
 
-@router.patch("/{job_id}/", response_model=JobOut)
+@router.patch("/{job_id}/", response_model=JobOut, responses=LAGGING)
 async def update_job(job_id: UUID, body: JobPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Edit a pending job's parameters or priority (409 once it has started)."""
     load_job(services, user, str(job_id))
@@ -332,7 +355,7 @@ async def update_job(job_id: UUID, body: JobPatch, services: ServicesDep, ctx: C
     )
 
 
-@router.delete("/{job_id}/", status_code=204, response_class=Response)
+@router.delete("/{job_id}/", status_code=204, response_class=Response, responses=LAGGING)
 async def archive_job(job_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Archive a job (204): it leaves lists, its history stays; unfinished work is cancelled."""
     load_job(services, user, str(job_id))
@@ -361,7 +384,7 @@ class ProgressIn(BaseModel):
     logs: list[str] = Field(default_factory=list, max_length=1000)
 
 
-@router.post("/{job_id}/update_progress/", response_model=JobOut)
+@router.post("/{job_id}/update_progress/", response_model=JobOut, responses=LAGGING)
 async def update_progress(job_id: UUID, body: ProgressIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Report progress of a running job (admins: external workers), with optional log lines."""
     require_admin(ctx.actor, "progress reports")
@@ -376,7 +399,7 @@ async def update_progress(job_id: UUID, body: ProgressIn, services: ServicesDep,
     )
 
 
-@router.get("/{job_id}/logs/", dependencies=[ReadPosition])
+@router.get("/{job_id}/logs/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[LogLine]))
 def job_logs(
     job_id: UUID,
     request: Request,
@@ -443,7 +466,7 @@ def _job_row(services: Services, viewer: dict[str, Any] | None, job_id: str) -> 
     return dict(row)
 
 
-@router.get("/{job_id}/result/files/{index}/", response_class=FileResponse)
+@router.get("/{job_id}/result/files/{index}/", response_class=FileResponse, responses=BINARY_DOWNLOAD)
 def download_result(job_id: UUID, index: int, request: Request, services: ServicesDep, viewer: DownloadViewer) -> Response:
     """Download result file ``index`` (0 is the main file); Bearer or signed link; supports ``Range``."""
     _job_row(services, viewer, str(job_id))
@@ -453,7 +476,7 @@ def download_result(job_id: UUID, index: int, request: Request, services: Servic
     return _download(services, request, files[index])
 
 
-@router.get("/{job_id}/files/{field}/", response_class=FileResponse)
+@router.get("/{job_id}/files/{field}/", response_class=FileResponse, responses=BINARY_DOWNLOAD)
 def download_input(job_id: UUID, field: str, request: Request, services: ServicesDep, viewer: DownloadViewer) -> Response:
     """Download an input file of the job; Bearer or signed link; supports ``Range``."""
     files = _job_row(services, viewer, str(job_id))["input_files"] or {}

@@ -20,6 +20,7 @@ from api.audit import audit_log
 from api.auth import actor_of
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write
 from api.pagination import PageParams, page_params, paginate
+from api.schemas import METRICS, AuditEntry, DeadLetter, EngineOut, Lagging, Live, Page, Ready, Redriven, ok
 from api.views import iso
 from commands.errors import NotFound
 from commands.messages import RetryJob
@@ -159,20 +160,20 @@ def _has_relay(conn: Any) -> bool:
     return bool(conn.execute(text("SELECT to_regclass('relay_tracking') IS NOT NULL")).scalar())
 
 
-@router.get("/api/engines/")
+@router.get("/api/engines/", response_model=None, responses=ok(list[EngineOut]))
 def engines(services: ServicesDep, user: CurrentUser) -> list[dict[str, Any]]:
     """``[{type, engine, available, missing?, languages, voices}]`` for every job type."""
     return list(services.catalog())
 
 
-@router.get("/health/live")
+@router.get("/health/live", response_model=None, responses=ok(Live))
 def live() -> dict[str, str]:
     """The process answers; ``service`` and ``instance`` (``AIORCH_INSTANCE``, set by
     ``aiorch up`` for its children) let a supervisor tell its own API from another server."""
     return {"status": "ok", "service": "aiorch", "instance": os.environ.get("AIORCH_INSTANCE", "")}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={**ok(Ready), **ok(Ready, 503, "a part this process needs is down")})
 def ready(services: ServicesDep) -> JSONResponse:
     """``{status: ok|degraded|down, checks}``. The API needs the database (503 when it is
     down); a broker, relay or projector problem makes it ``degraded`` but still ready, and
@@ -208,7 +209,7 @@ def ready(services: ServicesDep) -> JSONResponse:
     return JSONResponse({"status": status, "checks": checks}, status_code=503 if status == "down" else 200)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=METRICS)
 def metrics(request: Request) -> Response:
     """Prometheus text: command outcomes and latency, store position, projection and relay
     lag, parked events, jobs by type and status with run time, WebSocket connections."""
@@ -229,7 +230,7 @@ def audit_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/api/audit/", dependencies=[ReadPosition])
+@router.get("/api/audit/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[AuditEntry]))
 def audit(
     request: Request,
     services: ServicesDep,
@@ -273,7 +274,7 @@ def dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/api/dead-letters/", dependencies=[ReadPosition])
+@router.get("/api/dead-letters/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[DeadLetter]))
 def dead_letters(
     request: Request,
     services: ServicesDep,
@@ -290,7 +291,7 @@ def dead_letters(
         return paginate(request, conn, stmt.order_by(t.dead_letters.c.dead_lettered_at.desc()), params, dead_letter_json)
 
 
-@router.post("/api/dead-letters/{letter_id}/redrive/", status_code=202)
+@router.post("/api/dead-letters/{letter_id}/redrive/", status_code=202, responses=ok(Redriven | Lagging, 202))
 async def redrive_dead_letter(letter_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Send a dead-lettered job back to pending as its next attempt (admins)."""
     require_admin(ctx.actor, "dead letters")

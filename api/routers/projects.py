@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
-from api.schemas import ProjectIn, ProjectOut
+from api.schemas import ACCEPTED, LAGGING, JobOut, Page, ProjectIn, ProjectOut, ok
 from api.views import job_json, project_json, visible_jobs, visible_projects
 from commands.errors import NotFound
 from commands.messages import ArchiveProject, CreateProject, UpdateProject
@@ -33,7 +33,7 @@ def load_project(services: ServicesDep, user: dict[str, Any], project_id: str) -
     return dict(row)
 
 
-@router.get("/", dependencies=[ReadPosition])
+@router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[ProjectOut]))
 def list_projects(
     request: Request,
     services: ServicesDep,
@@ -61,7 +61,7 @@ def list_projects(
     "/",
     status_code=201,
     response_model=ProjectOut,
-    responses={202: {"description": "accepted; the read model has not caught up yet"}},
+    responses=ACCEPTED,
 )
 async def create_project(body: ProjectIn, response: Response, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Any:
     """Create a project owned by the caller (editors and admins)."""
@@ -83,7 +83,7 @@ def get_project(project_id: UUID, services: ServicesDep, user: CurrentUser) -> d
     return project_json(load_project(services, user, str(project_id)))
 
 
-@router.get("/{project_id}/jobs/", dependencies=[ReadPosition])
+@router.get("/{project_id}/jobs/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[JobOut]))
 def project_jobs(
     project_id: UUID,
     request: Request,
@@ -119,7 +119,7 @@ async def _update(
     return await after_write(services, position, lambda: project_json(load_project(services, user, str(project_id))))
 
 
-@router.put("/{project_id}/", response_model=ProjectOut)
+@router.put("/{project_id}/", response_model=ProjectOut, responses=LAGGING)
 async def replace_project(
     project_id: UUID, body: ProjectIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -127,7 +127,7 @@ async def replace_project(
     return await _update(project_id, body.name, body.description, services, ctx, user)
 
 
-@router.patch("/{project_id}/", response_model=ProjectOut)
+@router.patch("/{project_id}/", response_model=ProjectOut, responses=LAGGING)
 async def update_project(
     project_id: UUID, body: ProjectPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -135,7 +135,7 @@ async def update_project(
     return await _update(project_id, body.name, body.description, services, ctx, user)
 
 
-@router.delete("/{project_id}/", status_code=204, response_class=Response)
+@router.delete("/{project_id}/", status_code=204, response_class=Response, responses=LAGGING)
 async def archive_project(project_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Archive a project (204): it leaves lists, its history stays replayable; its pending
     jobs are cancelled and running ones asked to stop."""

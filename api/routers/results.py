@@ -11,14 +11,14 @@ from sqlalchemy import select
 from api.deps import CurrentUser, ReadPosition, ServicesDep
 from api.pagination import PageParams, page_params, paginate
 from api.routers.jobs import load_job, result_of, result_row
-from api.schemas import JobOut, ResultOut
+from api.schemas import JobOut, Page, ResultOut, ok
 from api.views import job_json, result_json, visible_jobs
 from projections import tables as t
 
 router = APIRouter(prefix="/api/job-results", tags=["results"])
 
 
-@router.get("/", dependencies=[ReadPosition])
+@router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[ResultOut]))
 def list_results(
     request: Request,
     services: ServicesDep,

@@ -16,7 +16,7 @@ from api import sessions
 from api.auth import session_of
 from api.deps import Services, ServicesDep, check_token, request_id
 from api.errors import problem
-from api.schemas import Credentials, RefreshBody, TokenPair, VerifyBody
+from api.schemas import Credentials, Empty, RefreshBody, TokenPair, VerifyBody
 from api.throttle import Throttled
 from commands.context import Actor, Context
 from commands.errors import Unauthenticated
@@ -125,7 +125,7 @@ async def refresh_token(body: RefreshBody, request: Request, services: ServicesD
     return TokenPair(**services.tokens.pair(user, session))
 
 
-@router.post("/verify/")
+@router.post("/verify/", response_model=Empty)
 def verify_token(body: VerifyBody, services: ServicesDep) -> dict[str, Any]:
     """200 ``{}`` if the token (access, or a refresh token not yet rotated) is valid and not
     revoked, else 401."""

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from api.auth import actor_of
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
+from api.schemas import ACCEPTED, LAGGING, Page, Profile, ok
 from api.views import profile_json
 from commands.errors import NotFound
 from commands.messages import ChangePassword, CreateUser, DeactivateUser, ReactivateUser, ResetPassword, UpdateUser
@@ -40,17 +41,6 @@ class UserPatch(BaseModel):
 
     email: str | None = Field(default=None, max_length=254)
     role: Role | None = None
-
-
-class Profile(BaseModel):
-    """A user's profile."""
-
-    id: str
-    username: str
-    email: str | None
-    role: str
-    is_active: bool
-    created_at: str
 
 
 class PasswordChange(BaseModel):
@@ -100,7 +90,7 @@ def _list(
         return paginate(request, conn, stmt.order_by(t.users.c.created_at.desc(), t.users.c.id), params, profile_json)
 
 
-@users.get("/", dependencies=[ReadPosition])
+@users.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[Profile]))
 def list_users(
     request: Request,
     services: ServicesDep,
@@ -115,7 +105,7 @@ def list_users(
     return _list(request, services, user, params, search, role, is_active)
 
 
-@users.post("/", status_code=201, response_model=Profile)
+@users.post("/", status_code=201, response_model=None, responses={**ok(Profile, 201), **ACCEPTED})
 async def create_user(body: UserIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Create a user with a role (admins)."""
     user_id, position = await asyncio.to_thread(
@@ -126,7 +116,7 @@ async def create_user(body: UserIn, services: ServicesDep, ctx: CommandCtx, user
     )
 
 
-@users.get("/{user_id}/", response_model=Profile, dependencies=[ReadPosition])
+@users.get("/{user_id}/", response_model=None, responses=ok(Profile), dependencies=[ReadPosition])
 def get_user(user_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """One user (admins)."""
     require_admin(actor_of(user), "user management")
@@ -138,35 +128,35 @@ async def _patch(user_id: UUID, body: UserPatch, services: Services, ctx: Any, u
     return await after_write(services, position, lambda: profile_json(load_user(services, user, str(user_id))))
 
 
-@users.patch("/{user_id}/", response_model=Profile)
+@users.patch("/{user_id}/", response_model=None, responses={**ok(Profile), **LAGGING})
 async def update_user(user_id: UUID, body: UserPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change a user's email or role (admins)."""
     require_admin(ctx.actor, "user management")
     return await _patch(user_id, body, services, ctx, user)
 
 
-@users.post("/{user_id}/deactivate/", response_model=Profile)
+@users.post("/{user_id}/deactivate/", response_model=None, responses={**ok(Profile), **LAGGING})
 async def deactivate_user(user_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Deactivate a user (admins): their tokens and logins answer 401 from now on."""
     position = await services.command(services.platform.deactivate_user, DeactivateUser(user_id), ctx)
     return await after_write(services, position, lambda: profile_json(load_user(services, user, str(user_id))))
 
 
-@users.post("/{user_id}/reactivate/", response_model=Profile)
+@users.post("/{user_id}/reactivate/", response_model=None, responses={**ok(Profile), **LAGGING})
 async def reactivate_user(user_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Reactivate a user (admins); tokens issued before stay revoked."""
     position = await services.command(services.platform.reactivate_user, ReactivateUser(user_id), ctx)
     return await after_write(services, position, lambda: profile_json(load_user(services, user, str(user_id))))
 
 
-@users.post("/{user_id}/password/", status_code=204, response_class=Response)
+@users.post("/{user_id}/password/", status_code=204, response_class=Response, responses=LAGGING)
 async def reset_password(user_id: UUID, body: PasswordReset, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Set a user's password (admins); every session of theirs ends."""
     position = await services.command(services.platform.reset_password, ResetPassword(user_id, body.new_password), ctx)
     return await after_write(services, position)
 
 
-@profiles.get("/", dependencies=[ReadPosition])
+@profiles.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[Profile]))
 def list_profiles(
     request: Request,
     services: ServicesDep,
@@ -178,13 +168,13 @@ def list_profiles(
     return _list(request, services, user, params, search, None, None)
 
 
-@profiles.get("/me/", response_model=Profile, dependencies=[ReadPosition])
+@profiles.get("/me/", response_model=None, responses=ok(Profile), dependencies=[ReadPosition])
 def my_profile(user: CurrentUser) -> dict[str, Any]:
     """The caller's profile."""
     return profile_json(user)
 
 
-@profiles.post("/me/password/", status_code=204, response_class=Response)
+@profiles.post("/me/password/", status_code=204, response_class=Response, responses=LAGGING)
 async def change_password(body: PasswordChange, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change one's own password; the user's other sessions stop working."""
     cmd = ChangePassword(body.old_password, body.new_password, kept_session=user.get("session"))
@@ -192,13 +182,13 @@ async def change_password(body: PasswordChange, services: ServicesDep, ctx: Comm
     return await after_write(services, position)
 
 
-@profiles.get("/{user_id}/", response_model=Profile, dependencies=[ReadPosition])
+@profiles.get("/{user_id}/", response_model=None, responses=ok(Profile), dependencies=[ReadPosition])
 def get_profile(user_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """A profile (one's own, or any for admins)."""
     return profile_json(load_user(services, user, str(user_id)))
 
 
-@profiles.patch("/{user_id}/", response_model=Profile)
+@profiles.patch("/{user_id}/", response_model=None, responses={**ok(Profile), **LAGGING})
 async def update_profile(user_id: UUID, body: UserPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change a profile's email (one's own), or email and role (admins)."""
     load_user(services, user, str(user_id))

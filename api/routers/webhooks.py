@@ -19,6 +19,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write
 from api.pagination import PageParams, page_params, paginate
+from api.schemas import (
+    LAGGING,
+    AcceptedWithSecret,
+    Delivery,
+    Lagging,
+    Page,
+    Redelivered,
+    Secret,
+    WebhookCreated,
+    WebhookOut,
+    ok,
+)
 from api.views import iso
 from commands.errors import InvalidCommand, NotFound
 from commands.webhook_messages import (
@@ -90,7 +102,7 @@ def load_webhook(services: Services, user: dict[str, Any], webhook_id: str) -> d
     return dict(row)
 
 
-@router.get("/", dependencies=[ReadPosition])
+@router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[WebhookOut]))
 def list_webhooks(
     request: Request, services: ServicesDep, user: CurrentUser, params: Annotated[PageParams, Depends(page_params)]
 ) -> dict[str, Any]:
@@ -100,7 +112,14 @@ def list_webhooks(
         return paginate(request, conn, stmt, params, webhook_json)
 
 
-@router.post("/", status_code=201)
+@router.post(
+    "/",
+    status_code=201,
+    responses={
+        **ok(WebhookCreated, 201),
+        **ok(AcceptedWithSecret, 202, "accepted; the read models have not shown it yet: poll `Location`"),
+    },
+)
 async def create_webhook(body: WebhookIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Register an endpoint. The answer alone carries its signing ``secret`` (``whsec_…``).
     A URL to a loopback, private, link-local or metadata address → 422."""
@@ -113,14 +132,14 @@ async def create_webhook(body: WebhookIn, services: ServicesDep, ctx: CommandCtx
     return JSONResponse({"id": str(webhook_id), "position": position, "secret": secret}, status_code=202, headers=headers)
 
 
-@router.get("/default/secret/", dependencies=[ReadPosition])
+@router.get("/default/secret/", dependencies=[ReadPosition], response_model=None, responses=ok(Secret))
 async def default_secret(services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> dict[str, str]:
     """``{secret}``: your secret for per-job webhooks (created on first use)."""
     encrypted, _ = await services.command(services.platform.default_webhook_secret, user["id"], ctx)
     return {"secret": services.platform.decrypt(encrypted)}
 
 
-@router.get("/{webhook_id}/", dependencies=[ReadPosition])
+@router.get("/{webhook_id}/", dependencies=[ReadPosition], response_model=None, responses=ok(WebhookOut))
 def get_webhook(webhook_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """One endpoint."""
     return webhook_json(load_webhook(services, user, str(webhook_id)))
@@ -132,7 +151,7 @@ async def _update(webhook_id: UUID, changes: dict[str, Any], services: Services,
     return await after_write(services, position, lambda: webhook_json(load_webhook(services, user, str(webhook_id))))
 
 
-@router.put("/{webhook_id}/")
+@router.put("/{webhook_id}/", responses={**ok(WebhookOut), **LAGGING})
 async def replace_webhook(
     webhook_id: UUID, body: WebhookIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -140,7 +159,7 @@ async def replace_webhook(
     return await _update(webhook_id, body.model_dump(), services, ctx, user)
 
 
-@router.patch("/{webhook_id}/")
+@router.patch("/{webhook_id}/", responses={**ok(WebhookOut), **LAGGING})
 async def update_webhook(
     webhook_id: UUID, body: WebhookPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -148,7 +167,7 @@ async def update_webhook(
     return await _update(webhook_id, body.model_dump(exclude_unset=True), services, ctx, user)
 
 
-@router.delete("/{webhook_id}/", status_code=204, response_class=Response)
+@router.delete("/{webhook_id}/", status_code=204, response_class=Response, responses=LAGGING)
 async def delete_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Remove an endpoint (204); nothing more is delivered to it."""
     load_webhook(services, user, str(webhook_id))
@@ -156,7 +175,7 @@ async def delete_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCt
     return await after_write(services, position)
 
 
-@router.post("/{webhook_id}/rotate-secret/")
+@router.post("/{webhook_id}/rotate-secret/", responses=ok(Secret))
 async def rotate_secret(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """``{secret}``: a new signing secret; the old one also signs for
     ``AIORCH_WEBHOOK_SECRET_OVERLAP_S`` (default 24 h)."""
@@ -165,7 +184,7 @@ async def rotate_secret(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx
     return JSONResponse({"secret": secret}, headers={"Aiorch-Position": str(position)})
 
 
-@router.post("/{webhook_id}/test/", status_code=202)
+@router.post("/{webhook_id}/test/", status_code=202, responses=ok(Lagging, 202))
 async def test_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Send a ``webhook.test`` event (202 ``{position}``; see the delivery log)."""
     load_webhook(services, user, str(webhook_id))
@@ -173,7 +192,7 @@ async def test_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx,
     return JSONResponse({"position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
 
-@router.get("/{webhook_id}/deliveries/", dependencies=[ReadPosition])
+@router.get("/{webhook_id}/deliveries/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[Delivery]))
 def list_deliveries(
     request: Request,
     webhook_id: UUID,
@@ -192,7 +211,7 @@ def list_deliveries(
         return paginate(request, conn, stmt.order_by(d.created_at.desc(), d.position.desc()), params, w.delivery_json)
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver/", status_code=202)
+@router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver/", status_code=202, responses=ok(Lagging, 202))
 async def redeliver_one(
     webhook_id: UUID, delivery_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
@@ -209,7 +228,7 @@ async def redeliver_one(
     return JSONResponse({"position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
 
-@router.post("/{webhook_id}/redeliver/", status_code=202)
+@router.post("/{webhook_id}/redeliver/", status_code=202, responses=ok(Redelivered, 202))
 async def redeliver_failed(
     webhook_id: UUID, body: RedeliverIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
 ) -> Response:
