@@ -217,7 +217,7 @@ class StoreWork:
 
         if self.position is None:
             self.position = self.projected()
-        if not self.waiter.wait(timeout_s):
+        if not self.waiter.notified(timeout_s):
             return []
         head = self.projected()
         out: list[dict[str, Any]] = []
@@ -226,7 +226,7 @@ class StoreWork:
                 self.position, 100, stop=head, topics=self.topics, inclusive_of_start=False
             )
             for n in batch:
-                event = self.decode(n)
+                event: Any = self.decode(n)
                 if event.type in self.types and not getattr(event, "demo", False):
                     out.append(work_message(str(event.originator_id), event.type, event.originator_version, n.id, event.priority))
             if len(batch) < 100:

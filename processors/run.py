@@ -149,11 +149,12 @@ class JobRun:
         recorded = self.platform.recorder.select_events(self.job_id, gt=self._seen_version)
         if not recorded:
             return False
+        if not all(r.topic.rsplit(".", 1)[-1] in _REPORTS for r in recorded):
+            job = self.platform.get_job(self.job_id)  # raises before the events count as seen
+            if job.cancel_requested or job.status != RUNNING:
+                return True
         self._seen_version = recorded[-1].originator_version
-        if all(r.topic.rsplit(".", 1)[-1] in _REPORTS for r in recorded):
-            return False
-        job = self.platform.get_job(self.job_id)
-        return job.cancel_requested or job.status != RUNNING
+        return False
 
     # -- the run ------------------------------------------------------------------------------
 

@@ -50,9 +50,13 @@ class StoreWaiter:
         self._conninfo, self._channel = conninfo, channel
         self._conn: psycopg.Connection[Any] | None = None
 
-    def wait(self, timeout: float) -> bool:
-        """Return on the next NOTIFY (True) or after ``timeout`` s (False); on a database
-        error, sleep ``timeout`` s and reconnect on the next call (False)."""
+    def wait(self, timeout: float) -> None:
+        """Return on the next NOTIFY or after ``timeout`` s; on a database error, sleep
+        ``timeout`` s and reconnect on the next call."""
+        self.notified(timeout)
+
+    def notified(self, timeout: float) -> bool:
+        """:meth:`wait`, answering whether a NOTIFY came (False on a timeout or an error)."""
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
