@@ -10,7 +10,13 @@ and involuntary context switches per second summed over every thread of the role
 processes took. Target: everything together ≤ 2 % of one core, each role ≤ 20 voluntary
 context switches per second, ``--processors 8`` within the server's ``max_connections``.
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python bench/bench_idle.py [--seconds 60] [--settle 15]
+After the idle window (so it does not disturb it), ``--pickup N`` (default 20) measures
+target 7's orchestration overhead on the same system: N ``tts`` jobs submitted one at a time
+through the write side, each once the processor is idle again (0.5–1.5 s after the previous
+one ended), and JobSubmitted → JobStarted read from the stored events' timestamps (p50 / p99
+/ max in ms). Target: p50 ≤ 10 ms, p99 ≤ 50 ms.
+
+    PYTHONPATH=$PWD /work/main/.venv/bin/python bench/bench_idle.py [--seconds 60] [--settle 15] [--pickup 20]
 
 Exits 0 whether or not the target is met; 2 when the system could not be set up.
 """
@@ -120,11 +126,54 @@ def sample(groups: dict[str, list[int]]) -> dict[str, tuple[float, int, int]]:
     return out
 
 
+def pickup(url: str, data_dir: Path, jobs: int) -> list[float]:
+    """JobSubmitted → JobStarted (ms, from the stored events' timestamps) of ``jobs`` tts
+    jobs submitted one at a time to the idle processor of the running system at ``url``."""
+    import random
+
+    from commands.context import Actor, Context
+    from commands.messages import CreateProject, SubmitJob
+    from infra.bootstrap import bootstrap
+    from infra.roles import create_user
+    from infra.settings import load_settings
+
+    system = bootstrap(load_settings(database_url=url, data_dir=data_dir), create_tables=False)
+    try:
+        user = create_user(system, f"pickup-{uuid.uuid4().hex[:6]}", "pickup-Password-1", "editor")
+        ctx = Context(Actor(id=user, username=None, role="editor"), f"pickup-{uuid.uuid4()}")
+        project, _ = system.platform.create_project(CreateProject("pickup"), ctx)
+        waits: list[float] = []
+        for i in range(jobs):
+            job_id, _ = system.platform.submit_job(
+                SubmitJob(project, "tts", {"text": f"Pick-up number {i}."}), Context(ctx.actor, f"pickup-{uuid.uuid4()}")
+            )
+            deadline = time.monotonic() + 60
+            while system.platform.get_job(job_id).status in ("pending", "running") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stored = list(system.platform.recorder.select_events(job_id))
+            times: dict[str, float] = {}  # by class name: the store decodes to the aggregate's event classes
+            events = [system.platform.mapper.to_domain_event(item) for item in stored]
+            for event in events:
+                name = type(event).__name__
+                if name in ("JobSubmitted", "JobStarted") and name not in times:
+                    times[name] = event.timestamp.timestamp()
+            if len(times) == 2:
+                waits.append((times["JobStarted"] - times["JobSubmitted"]) * 1000)
+            else:
+                status = system.platform.get_job(job_id).status
+                say(f"job {job_id} ({status}): no JobStarted; its events: {[type(e).__name__ for e in events]}")
+            time.sleep(random.uniform(0.5, 1.5))
+        return waits
+    finally:
+        system.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured idle seconds (default 60)")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds after the API answers before measuring")
     parser.add_argument("--processors", type=int, default=1)
+    parser.add_argument("--pickup", type=int, default=20, help="tts jobs for JobSubmitted → JobStarted (0: none)")
     args = parser.parse_args()
 
     server = os.environ.get("AIORCH_BENCH_DATABASE_URL", MACHINE_PG)
@@ -145,9 +194,14 @@ def main() -> int:
     env.update({"AIORCH_DATABASE_URL": url, "AIORCH_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1"})
     repo = Path(__file__).resolve().parents[1]
     log = open(tmp / "up.log", "ab")  # noqa: SIM115
-    up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up", "--port", str(port), "--processors",
-                           str(args.processors)], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
-                          preexec_fn=_die_with_parent)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "up", "--port", str(port), "--processors", str(args.processors)],
+        cwd=repo,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -174,15 +228,20 @@ def main() -> int:
         s1, m1, t1 = sample(groups), machine_cpu()[0], time.monotonic()
         own1 = process_cpu_s(os.getpid())
         with psycopg.connect(server, autocommit=True) as conn:
-            ports = [int(r[0]) for r in conn.execute(
-                "SELECT client_port FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall() if r[0]]
+            ports = [
+                int(r[0])
+                for r in conn.execute("SELECT client_port FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall()
+                if r[0]
+            ]
         connections = len(ports)
         by_role = connections_by_role(groups, set(ports))
         wall = t1 - t0
         print()
-        print(f"idle `aiorch up --processors {args.processors}` for {wall:.0f} s — "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"idle `aiorch up --processors {args.processors}` for {wall:.0f} s — "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         print(f"  {'role':32s} {'% of a core':>11s} {'vol. cs/s':>10s} {'invol. cs/s':>11s}")
         total = 0.0
         worst_vcsw = 0.0
@@ -201,11 +260,26 @@ def main() -> int:
         print(f"  PostgreSQL connections of the database: {connections} ({shares}); server max_connections {max_conn}")
         if by_role.get("processor") and args.processors:
             eight = connections + (8 - args.processors) * by_role["processor"] // args.processors
-            print(f"  `aiorch up --processors 8` at the same count per processor: ~{eight} "
-                  f"({'within' if eight <= max_conn else 'OVER'} max_connections {max_conn}, before any CLI use)")
+            print(
+                f"  `aiorch up --processors 8` at the same count per processor: ~{eight} "
+                f"({'within' if eight <= max_conn else 'OVER'} max_connections {max_conn}, before any CLI use)"
+            )
         met = total / wall * 100 <= TARGET_CORE_PCT and worst_vcsw <= TARGET_VCSW
-        print(f"  target ≤ {TARGET_CORE_PCT:g} % of a core in all and ≤ {TARGET_VCSW:g} voluntary cs/s per role: "
-              f"{'MET' if met else 'NOT MET'} ({total / wall * 100:.1f} %, worst role {worst_vcsw:.0f}/s)")
+        print(
+            f"  target ≤ {TARGET_CORE_PCT:g} % of a core in all and ≤ {TARGET_VCSW:g} voluntary cs/s per role: "
+            f"{'MET' if met else 'NOT MET'} ({total / wall * 100:.1f} %, worst role {worst_vcsw:.0f}/s)"
+        )
+        if args.pickup > 0 and args.processors > 0:
+            from bench.common import percentile
+
+            waits = sorted(pickup(url, tmp / "data", args.pickup))
+            if waits:
+                p50, p99 = percentile(waits, 50), percentile(waits, 99)
+                print(
+                    f"  JobSubmitted → JobStarted, idle processor, {len(waits)} tts jobs one at a time: "
+                    f"p50 {p50:.1f} / p99 {p99:.1f} / max {waits[-1]:.1f} ms (stored events' timestamps); "
+                    f"target p50 ≤ 10, p99 ≤ 50 ms: {'MET' if p50 <= 10 and p99 <= 50 else 'NOT MET'}"
+                )
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGTERM)

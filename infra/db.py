@@ -22,6 +22,10 @@ def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 
 
     Accepts ``postgresql://user:pw@host:port/db`` and unix sockets as ``?host=/dir``.
     ``create_table=False`` for the application role: the owner creates the store.
+
+    The pool (psycopg_pool) keeps one connection open and grows on demand to
+    ``2 × pool_size``; connections beyond the first close after 10 idle minutes. (It used
+    to open ``pool_size`` connections at start: ten per role held by an idle system.)
     """
     url = _url(database_url)
     host = url.query.get("host") or url.host or "127.0.0.1"
@@ -34,8 +38,8 @@ def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 
         "POSTGRES_PORT": str(url.port or 5432),
         "POSTGRES_USER": url.username or "postgres",
         "POSTGRES_PASSWORD": url.password or "",
-        "POSTGRES_POOL_SIZE": str(pool_size),
-        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_MAX_OVERFLOW": str(max(2 * pool_size - 1, 0)),
         "POSTGRES_CONNECT_TIMEOUT": str(connect_timeout),
         "POSTGRES_LOCK_TIMEOUT": "5",
         "POSTGRES_PRE_PING": "y",
@@ -59,7 +63,10 @@ def conninfo(database_url: str) -> str:
 
 def make_engine(database_url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
     """A SQLAlchemy engine (psycopg 3 driver) on ``database_url`` with pre-ping and a
-    5 s connect timeout, so that an outage answers quickly instead of hanging."""
+    5 s connect timeout, so that an outage answers quickly instead of hanging.
+
+    Connections open on first use; up to ``pool_size`` are kept, ``pool_size`` more may
+    open under load (closed when returned)."""
     return create_engine(
         _url(database_url),
         pool_size=pool_size,

@@ -69,9 +69,13 @@ def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
 def make_consumer(bootstrap: str, group: str, topics: list[str], **overrides: Any) -> KafkaConsumer:
     """A consumer-group member with manual commits and fast group joins.
 
-    ``session_timeout_ms=6000, heartbeat_interval_ms=1000`` makes the first assignment
-    arrive in about 3 s on Tansu (ENVIRONMENT.md); ``fetch_max_wait_ms=10`` keeps delivery
-    latency near 10 ms.
+    ``session_timeout_ms=6000`` makes the first assignment arrive in about 3 s on Tansu
+    (ENVIRONMENT.md); ``heartbeat_interval_ms=2000`` is a third of it (Kafka's advice).
+    ``fetch_max_wait_ms=1000``: an idle consumer's fetch waits at the broker for up to 1 s,
+    so an idle processor sends about 1.5 requests a second with its heartbeats (``10``
+    made it and the broker wake ~100 times a second). A message may wait out that fetch on
+    the embedded broker, so an idle processor also learns of new work from the store's
+    NOTIFY (:mod:`processors.worker`); a busy one fetches again as soon as it is done.
     """
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap.split(","),
@@ -79,9 +83,9 @@ def make_consumer(bootstrap: str, group: str, topics: list[str], **overrides: An
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "session_timeout_ms": 6000,
-        "heartbeat_interval_ms": 1000,
+        "heartbeat_interval_ms": 2000,
         "max_poll_interval_ms": 600_000,
-        "fetch_max_wait_ms": 10,
+        "fetch_max_wait_ms": 1000,
         "max_poll_records": 1,
         # Notice topics created after subscribing (a broker restarted empty) quickly.
         "metadata_max_age_ms": 5000,

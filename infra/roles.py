@@ -30,6 +30,10 @@ from infra.leases import LeaseStore, reap
 from infra.membership import ProcessorRoster, processors_check
 from infra.relay import OutboxRelay
 from infra.secrets import secret_key
+from projections.follow import StoreWaiter
+
+#: the channel the projector NOTIFYs (its position) when it commits a batch
+PROJECTED_CHANNEL = "aiorch_projected"
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +184,62 @@ def relay(system: System) -> OutboxRelay:
     )
 
 
+class StoreWork:
+    """``store_work(timeout_s)`` of a processor (see :class:`processors.worker.Processor`):
+    waits up to ``timeout_s`` seconds for the projector's NOTIFY (channel
+    ``aiorch_projected``, sent when the read models commit a batch), then reads the
+    ``JobSubmitted`` / ``JobRetried`` events of ``types`` stored up to the read models'
+    position since its last call (one indexed range of the notification log, never before
+    the position it first saw) and answers their work messages, as the relay publishes them.
+    A timeout answers [] without a query, so an idle processor costs one wake-up per
+    ``timeout_s``.
+
+    It follows the read models rather than the store's own NOTIFY so that a job is claimed
+    only once the read models show it pending: the answer to its submission (201 with the
+    job once the read models include it) still shows it pending, and the claim's checks
+    (priorities, the owner's running jobs) read read models that include it.
+    """
+
+    def __init__(self, system: System, types: list[str]) -> None:
+        from eventsourcing.utils import get_topic
+
+        from commands.job import Job
+
+        self.waiter = StoreWaiter(conninfo(system.database_url), PROJECTED_CHANNEL)
+        self.recorder, self.decode = system.platform.recorder, system.platform.mapper.to_domain_event
+        self.projected = system.projector_position
+        self.topics = [get_topic(Job.JobSubmitted), get_topic(Job.JobRetried)]  # as the store names them
+        self.types = set(types)
+        self.position: int | None = None
+
+    def __call__(self, timeout_s: float) -> list[dict[str, Any]]:
+        from infra.relay import work_message
+
+        if self.position is None:
+            self.position = self.projected()
+        if not self.waiter.notified(timeout_s):
+            return []
+        head = self.projected()
+        out: list[dict[str, Any]] = []
+        while self.position < head:
+            batch = self.recorder.select_notifications(
+                self.position, 100, stop=head, topics=self.topics, inclusive_of_start=False
+            )
+            for n in batch:
+                event: Any = self.decode(n)
+                if event.type in self.types and not getattr(event, "demo", False):
+                    out.append(work_message(str(event.originator_id), event.type, event.originator_version, n.id, event.priority))
+            if len(batch) < 100:
+                break
+            self.position = batch[-1].id
+        self.position = max(self.position, head)
+        return out
+
+    def close(self) -> None:
+        """Close the LISTEN connection."""
+        self.waiter.close()
+
+
 def processor_id() -> str:
     """``<host>-<pid>-<random>``: unique per processor process."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -309,4 +369,5 @@ def processor(system: System, types: list[str], *, processor_id_: str | None = N
         remote_engine=remote_engines(system),
         stale_check_s=max(s.requeue_after_s, 1.0),
         roster=ProcessorRoster(system.engine),
+        store_work=StoreWork(system, types),
     )

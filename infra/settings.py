@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     refresh_token_ttl_s: int = 7 * 24 * 3600
     topic_prefix: str = "aiorch"
     consumer_group: str = "aiorch-processors"
-    poll_interval_s: float = 0.05
+    #: the followers' safety net is ten of these (relay, projector, dispatcher): they wake on
+    #: the store's NOTIFY and poll every 2 s only in case one was missed (a reconnect)
+    poll_interval_s: float = 0.2
     progress_interval_s: float = 1.0
     log_batch_s: float = 1.0
     cancel_check_s: float = 0.5

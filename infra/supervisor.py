@@ -26,6 +26,9 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: ``db_pool_size`` of a processor child (its own claim, run, lease and heartbeat threads)
+PROCESSOR_POOL_SIZE = 3
+
 
 def ensure_database(server_url: str, name: str = "aiorch") -> str:
     """Create database ``name`` on the server of ``server_url`` if absent; return its URL."""
@@ -47,9 +50,10 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    env: dict[str, str] = field(default_factory=dict)  # this role's additions to the environment
 
     def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env)
+        self.proc = subprocess.Popen(self.argv, env={**env, **self.env})
         self.started_at = time.monotonic()
         log.info("started %s (pid %s)", self.name, self.proc.pid)
 
@@ -136,7 +140,10 @@ def run_system(settings: Settings, *, host: str, port: int, processors: int, typ
         Child("projector", [*cli, "projector"]),
         Child("dispatcher", [*cli, "dispatcher"]),
     ]
-    children += [Child(f"processor-{i + 1}", [*cli, "process", "--types", types]) for i in range(processors)]
+    # A processor runs one job at a time: a small pool (unless AIORCH_DB_POOL_SIZE says
+    # otherwise) keeps `aiorch up --processors 8` well within max_connections=100.
+    pool = {} if "AIORCH_DB_POOL_SIZE" in env else {"AIORCH_DB_POOL_SIZE": str(PROCESSOR_POOL_SIZE)}
+    children += [Child(f"processor-{i + 1}", [*cli, "process", "--types", types], env=pool) for i in range(processors)]
 
     stopping = threading.Event()
 

@@ -4,6 +4,14 @@ runs their engines beside the poll loop, and reports through commands.
 Kafka delivers at least once, so a work message is only a hint: the processor loads the
 job from the store and claims it with ``StartJob`` at the version it saw (one claimer
 wins, ARCHITECTURE.md invariant 3). Offsets are committed after the message is handled.
+
+An idle processor also learns of new work from the store itself (``store_work``: the
+store's NOTIFY on every append, then the work events stored since): it claims such a job at
+once instead of waiting for the broker, whose delivery to an idle consumer can take up to
+its fetch wait (0.5 s, :func:`infra.kafka.make_consumer`). The claim decides, so the work
+message Kafka delivers later finds the job running and is committed unused; Kafka stays the
+delivery path (and the partitioning) while processors are busy, and for everything a
+processor did not hear of. One job runs at a time whichever way it came (``_run_lock``).
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ class Processor:
             recreated, since a consumer of a restarted broker may hear nothing more.
         roster: where its membership row is kept fresh every ``tuning.heartbeat_s`` seconds
             while :meth:`run_forever` runs (see :mod:`processors.membership`).
+        store_work: ``store_work(timeout_s)`` waits up to ``timeout_s`` seconds for the store
+            to signal an append and answers the work messages (``{job_id, type, version,
+            position, priority}``) of the jobs submitted or retried since its last call
+            ([] on a timeout); a thread of :meth:`run_forever` claims them while idle.
     """
 
     def __init__(
@@ -66,6 +78,8 @@ class Processor:
         better_job: Callable[[list[str], str, str], dict[str, Any] | None] | None = None,
         remote_engine: Callable[[Job], Engine | None] | None = None,
         roster: Roster | None = None,
+        store_work: Callable[[float], list[dict[str, Any]]] | None = None,
+        store_wait_s: float = 5.0,
     ) -> None:
         self.platform, self.engines, self.consumer_factory = platform, engines, consumer_factory
         self.blobs, self.processor_id = blobs, processor_id
@@ -83,6 +97,8 @@ class Processor:
         self.roster = roster
         self.current_job: str | None = None  # the id of the job it runs now
         self._heartbeat: Heartbeat | None = None
+        self.store_work, self.store_wait_s = store_work, store_wait_s
+        self._run_lock = threading.Lock()  # held while a job is claimed and run (one at a time)
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -94,6 +110,10 @@ class Processor:
             member = Member(self.processor_id, tuple(self.engines), self.tuning.heartbeat_s)
             self._heartbeat = Heartbeat(self.roster, member, lambda: self.current_job)
             self._heartbeat.start()
+        waker: threading.Thread | None = None
+        if self.store_work is not None:
+            waker = threading.Thread(target=self._follow_store, name=f"store-work-{self.processor_id}", daemon=True)
+            waker.start()
         last_message = last_stale_check = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -101,14 +121,15 @@ class Processor:
                 # Kafka delivers, it does not remember: work pending past the requeue
                 # threshold is claimed straight from the read models (the claim decides).
                 last_stale_check = now
-                try:
-                    stale = self.stale_work(list(self.engines), list(self._deferred))
-                except Exception:
-                    log.warning("stale-work check failed", exc_info=True)
-                    stale = None
+                stale = None
+                if not self._run_lock.locked():
+                    try:
+                        stale = self.stale_work(list(self.engines), list(self._deferred))
+                    except Exception:
+                        log.warning("stale-work check failed", exc_info=True)
                 if stale is not None:
                     log.info("claiming stale pending job %s outside Kafka", stale["job_id"])
-                    self.handle(stale, self._consumer)
+                    self._handle_locked(stale, self._consumer)
                     if now - last_message > max(3 * self.stale_check_s, 15.0):
                         log.warning("stale pending work and a silent consumer: reconnecting to the broker")
                         self._reset_consumer()
@@ -117,25 +138,79 @@ class Processor:
                 if self._consumer is None:
                     last_message = time.monotonic()  # a new consumer gets time to join
                 consumer = self._get_consumer()
-                batches = consumer.poll(timeout_ms=500, max_records=1)
+                if self._run_lock.locked():  # a job heard of from the store runs: keep the group, take nothing
+                    self._poll_paused(consumer)
+                    continue
+                if consumer.paused():
+                    consumer.resume(*consumer.paused())
+                batches = consumer.poll(timeout_ms=1000, max_records=1)
                 if batches:
                     last_message = time.monotonic()
-                for _tp, records in batches.items():
+                for tp, records in batches.items():
                     for record in records:
-                        self.handle(record.value, consumer)
+                        if not self._handle_locked(record.value, consumer):
+                            consumer.seek(tp, record.offset)  # busy meanwhile: deliver it again later
+                            break
                         consumer.commit()
-                if not batches and self._deferred:
-                    self._retry_deferred(consumer)
+                if not batches and self._deferred and self._run_lock.acquire(blocking=False):
+                    try:
+                        self._retry_deferred(consumer)
+                    finally:
+                        self._run_lock.release()
             except Exception:
                 log.exception("processor %s: consumer error; reconnecting", self.processor_id)
                 self._reset_consumer()
                 self._stop.wait(1.0)
+        with self._run_lock:  # a job the store-work thread runs is finished (or handed back)
+            pass  # and, _stop being set, it starts no other
         if self._heartbeat is not None:
             self._heartbeat.stop()  # a clean stop: the row goes
         self._reset_consumer()
         if self.close_engines:
             for engine in self.engines.values():
                 engine.close()
+
+    def _handle_locked(self, message: dict[str, Any], consumer: Any) -> bool:
+        """:meth:`handle` ``message`` unless a job already runs here; whether it was handled."""
+        if not self._run_lock.acquire(blocking=False):
+            return False
+        if self._stop.is_set():
+            self._run_lock.release()
+            return False
+        try:
+            self.handle(message, consumer)
+        finally:
+            self._run_lock.release()
+        return True
+
+    def _poll_paused(self, consumer: Any) -> None:
+        """Poll with every partition paused (group membership kept); records of a partition
+        assigned meanwhile are sought back, to be delivered once the job is done."""
+        consumer.pause(*consumer.assignment())
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            if records:
+                consumer.seek(tp, records[0].offset)
+
+    def _follow_store(self) -> None:
+        """The ``store_work`` thread: claim work the store announces while no job runs here
+        (a busy processor leaves it to Kafka and to the other processors)."""
+        assert self.store_work is not None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                messages = self.store_work(self.store_wait_s)
+                failures = 0
+            except Exception:
+                failures += 1
+                log.warning("following the store for work failed", exc_info=failures == 1)
+                self._stop.wait(min(0.5 * failures, 5.0))
+                continue
+            for message in messages:
+                if not self._handle_locked(message, None):
+                    break
+        close = getattr(self.store_work, "close", None)
+        if close is not None:
+            close()
 
     def stop(self) -> None:
         """Ask the loop to return after the current job."""

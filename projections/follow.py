@@ -7,10 +7,13 @@ recorder); followers LISTEN on it, with a poll interval as a safety net.
 from __future__ import annotations
 
 import logging
+import select
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import pq
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ class NotificationSource(Protocol):
 class StoreWaiter:
     """Blocks until the store signals an append, or ``timeout`` seconds pass.
 
+    The wait is one ``select()`` on the LISTEN connection's socket: an idle waiter wakes
+    once per ``timeout`` (psycopg's own ``notifies()`` wakes every 0.1 s to check for
+    signals, ten wake-ups a second per waiter).
+
     Args:
         conninfo: a psycopg connection string of the event store's database.
         channel: the NOTIFY channel (the events table name, e.g. ``aiorch_events``).
@@ -44,19 +51,43 @@ class StoreWaiter:
         self._conn: psycopg.Connection[Any] | None = None
 
     def wait(self, timeout: float) -> None:
-        """Return on the next NOTIFY or after ``timeout`` s; on a database error, just sleep."""
+        """Return on the next NOTIFY or after ``timeout`` s; on a database error, sleep
+        ``timeout`` s and reconnect on the next call."""
+        self.notified(timeout)
+
+    def notified(self, timeout: float) -> bool:
+        """:meth:`wait`, answering whether a NOTIFY came (False on a timeout or an error)."""
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
                 self._conn.execute(f'LISTEN "{self._channel}"')
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                pass
-        except psycopg.Error as exc:
+            conn = self._conn
+            if self._drain(conn):  # arrived while LISTEN (or an earlier wait) read the socket
+                return True
+            readable, _, _ = select.select([conn.fileno()], [], [], max(timeout, 0.0))
+            if not readable:
+                return False
+            conn.pgconn.consume_input()
+            if conn.pgconn.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError("the LISTEN connection is closed")
+            return self._drain(conn)
+        except (psycopg.Error, OSError) as exc:
             log.warning("store waiter lost its connection (%s); will reconnect", exc)
             self.close()
-            import time
-
             time.sleep(timeout)
+            return False
+
+    @staticmethod
+    def _drain(conn: psycopg.Connection[Any]) -> bool:
+        """Consume every notification libpq has parsed; whether there was one."""
+        seen = False
+        backlog = getattr(conn, "_notifies_backlog", None)  # psycopg keeps those read during a query
+        if backlog:
+            backlog.clear()
+            seen = True
+        while conn.pgconn.notifies() is not None:
+            seen = True
+        return seen
 
     def close(self) -> None:
         """Close the LISTEN connection."""

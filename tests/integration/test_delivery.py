@@ -244,3 +244,18 @@ def test_broker_restart_under_a_busy_connected_processor(system: Any, runner: An
     )
     for j in jobs:
         assert stored_types(system, j).count("JobStarted") == 1
+
+
+def test_idle_processors_claim_new_work_from_the_store_and_once(system: Any, runner: Any) -> None:
+    """No relay (Kafka carries no work) and no stale-work claims: two idle processors still
+    hear of each job submitted while they idle from the read models' NOTIFY, and each job
+    starts once."""
+    system.settings = system.settings.model_copy(update={"requeue_after_s": 3600.0})
+    runner.projector()
+    runner.processor("store-a")
+    runner.processor("store-b")
+    ctx, project_id = editor_project(system)
+    for i in range(3):
+        job_id, _ = system.platform.submit_job(SubmitJob(project_id, "tts", {"text": f"Heard from the store {i}."}), ctx)
+        wait_until(lambda j=job_id: system.platform.get_job(j).status == "completed", 60, message=f"job {job_id} to complete")
+        assert stored_types(system, job_id).count("JobStarted") == 1
