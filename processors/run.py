@@ -25,9 +25,6 @@ from processors.engines.base import Engine, EngineContext, EngineError, JobCance
 
 log = logging.getLogger(__name__)
 
-#: the stored events a run's own reports make (their topics' last part): no reason to stop
-_REPORTS = frozenset({"JobProgressed", "JobLogsAppended"})
-
 
 @dataclass(frozen=True)
 class RunTuning:
@@ -82,7 +79,6 @@ class JobRun:
         self._logs: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._last_cancel_check = 0.0
-        self._seen_version = job.version  # the job's events up to here were looked at
         self._started = time.monotonic()
         self._cancelled = False
         self.lost = False
@@ -124,11 +120,7 @@ class JobRun:
 
     def should_stop(self) -> bool:
         """Checkpoint: cancelled (checked in the store every ``cancel_check_s``), timed out,
-        the processor stopping, or the lease lost?
-
-        The store check reads only the job's events stored since the last check (one
-        indexed query, usually this run's own progress and logs); the job is loaded and
-        folded only when another kind of event arrived (a cancel, or the job changed hands)."""
+        the processor stopping, or the lease lost?"""
         if self.lost or self._cancelled or self.stopping.is_set():
             return True
         if time.monotonic() - self._started > self.tuning.max_run_s:
@@ -138,23 +130,11 @@ class JobRun:
         if now - self._last_cancel_check >= self.tuning.cancel_check_s:
             self._last_cancel_check = now
             try:
-                self._cancelled = self._changed_hands_or_cancelled()
+                job = self.platform.get_job(self.job_id)
+                self._cancelled = job.cancel_requested or job.status != RUNNING
             except Exception:
                 log.warning("cancel check of job %s failed", self.job_id, exc_info=True)
         return self._cancelled
-
-    def _changed_hands_or_cancelled(self) -> bool:
-        """Whether the store says the job is to stop: its events after ``_seen_version``,
-        and the folded job only if one of them is not a progress or log report."""
-        recorded = self.platform.recorder.select_events(self.job_id, gt=self._seen_version)
-        if not recorded:
-            return False
-        if not all(r.topic.rsplit(".", 1)[-1] in _REPORTS for r in recorded):
-            job = self.platform.get_job(self.job_id)  # raises before the events count as seen
-            if job.cancel_requested or job.status != RUNNING:
-                return True
-        self._seen_version = recorded[-1].originator_version
-        return False
 
     # -- the run ------------------------------------------------------------------------------
 
