@@ -60,6 +60,11 @@ def _stop_on_signals(stop: Any) -> None:
 
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping", signum)
+        # kafka-python's I/O thread can race the clients' close and log the socket it lost
+        # with a traceback ("Error receiving network data"); a stopping role closes them on
+        # purpose, so the library's network logs are quiet from here on
+        logging.getLogger("kafka.net").setLevel(logging.CRITICAL)
+        logging.getLogger("kafka.conn").setLevel(logging.CRITICAL)
         stop()
 
     signal.signal(signal.SIGTERM, handler)
