@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
@@ -18,6 +18,52 @@ from api.headers import DOCS_PATHS, SecurityHeadersMiddleware, docs_headers, sec
 from api.limits import BodyLimits
 from api.routers import config, history, jobs, live, ops, projects, results, tokens, users, webhooks
 from api.urls import BaseUrls
+
+
+def _routers() -> tuple[APIRouter, ...]:
+    """Every router, in the order the OpenAPI document lists them."""
+    return (
+        tokens.router,
+        users.users,
+        users.profiles,
+        projects.router,
+        history.router,
+        history.tickets,
+        jobs.router,
+        results.router,
+        config.settings_router,
+        config.agents_router,
+        config.providers_router,
+        ops.router,
+        live.router,
+        webhooks.router,
+    )
+
+
+def _add_layers(
+    app: FastAPI, services: Services, cors_origins: list[str] | None, max_body_bytes: int, public_url: str | None
+) -> None:
+    """The pure ASGI layers, innermost first (the last added is the outermost): form bodies
+    become JSON inside the body limit, which still counts every byte of them."""
+    app.add_middleware(FormBodies, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_upload_bytes=services.max_upload_bytes)
+    app.add_middleware(BaseUrls, public_url=public_url, trusted=services.login_guard.trusted)
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(ops.RequestMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(errors.RequestIdMiddleware)
+    app.add_middleware(errors.UnhandledErrorMiddleware)
+    headers = security_headers(public_url)
+    docs = {path: docs_headers(headers) for path in DOCS_PATHS}
+    app.add_middleware(SecurityHeadersMiddleware, headers=headers, pages=docs)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Aiorch-Position", "X-Request-ID", "Location"],
+        )
 
 
 def create_app(
@@ -53,44 +99,9 @@ def create_app(
     app.state.services = services
     app.state.metrics = ops.Metrics(services)
     app.state.metrics.registry.register(webhooks.WebhookCollector(services))
-    # pure ASGI layers, innermost first (the last added is the outermost): form bodies
-    # become JSON inside the body limit, which still counts every byte of them
-    app.add_middleware(FormBodies, max_bytes=max_body_bytes)
-    app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes, max_upload_bytes=services.max_upload_bytes)
-    app.add_middleware(BaseUrls, public_url=public_url, trusted=services.login_guard.trusted)
-    app.add_middleware(AuditMiddleware)
-    app.add_middleware(ops.RequestMetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(errors.RequestIdMiddleware)
-    app.add_middleware(errors.UnhandledErrorMiddleware)
-    headers = security_headers(public_url)
-    docs = {path: docs_headers(headers) for path in DOCS_PATHS}
-    app.add_middleware(SecurityHeadersMiddleware, headers=headers, pages=docs)
-    if cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=cors_origins,
-            allow_credentials=True,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=["Aiorch-Position", "X-Request-ID", "Location"],
-        )
+    _add_layers(app, services, cors_origins, max_body_bytes, public_url)
     errors.install(app)
-    for router in (
-        tokens.router,
-        users.users,
-        users.profiles,
-        projects.router,
-        history.router,
-        history.tickets,
-        jobs.router,
-        results.router,
-        config.settings_router,
-        config.agents_router,
-        config.providers_router,
-        ops.router,
-        live.router,
-        webhooks.router,
-    ):
+    for router in _routers():
         app.include_router(router)
     openapi.install(app)
     return app

@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, select
 
 from api.auth import TokenIssuer, session_of
-from api.errors import ServiceUnavailable, request_id
+from api.errors import ConflictAt, ServiceUnavailable, request_id
+from api.sessions import token_holder
 from api.signing import UrlSigner
 from api.throttle import LoginGuard
 from commands.context import Actor, Context
-from commands.errors import Conflict, Unauthenticated
+from commands.errors import Unauthenticated
 from commands.service import Platform
 from projections import tables as t
 from projections.projector import current_position
@@ -69,7 +72,9 @@ class BlobStore(Protocol):
 
 
 class Services:
-    """The parts the API uses, handed over by the composition root."""
+    """The parts the API uses, handed over by the composition root (``infra.roles``); every
+    part may be given at construction (``hub``, ``reads``, ``login_guard`` and the health
+    checks too, which default to none and a default login guard)."""
 
     def __init__(
         self,
@@ -84,17 +89,22 @@ class Services:
         signer: UrlSigner,
         effective_settings: Any,
         public_url: str | None = None,
+        login_guard: LoginGuard | None = None,
+        broker_check: Callable[[], str] | None = None,
+        processors_check: Callable[[], Any] | None = None,
+        hub: Any = None,
+        reads: Any = None,
     ) -> None:
         self.platform, self.engine, self.blobs, self.tokens = platform, engine, blobs, tokens
         self.read_wait_s, self.max_upload_bytes, self.catalog = read_wait_s, max_upload_bytes, catalog
         self.signer, self.effective_settings = signer, effective_settings
         self.public_url = public_url  # AIORCH_PUBLIC_URL; https turns on HSTS
-        self.broker_check: Callable[[], str] | None = None  # "ok" or why the broker is unreachable
-        self.processors_check: Callable[[], Any] | None = None
-        self.hub: Any = None  # api.live.LiveHub, set by the composition root
-        self.reads: Any = None  # api.readwait.ReadWaiter, set by the composition root
+        self.broker_check = broker_check  # "ok" or why the broker is unreachable
+        self.processors_check = processors_check
+        self.hub = hub  # api.live.LiveHub
+        self.reads = reads  # api.readwait.ReadWaiter
         self._head_seen = 0  # the highest store head read so far (positions only increase)
-        self.login_guard = LoginGuard(engine)  # the composition root sets the configured one
+        self.login_guard = login_guard or LoginGuard(engine)
 
     def upload_limit(self, user_id: str) -> int:
         """Bytes one uploaded file may have: the user's ``max_file_size_mb`` (1 MB = 1,048,576
@@ -164,6 +174,9 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+#: ``request.state`` attribute: ``(token, claims, user row)`` of an access token this request
+#: already passed through :func:`check_token` (api.limits checks it before reading a body)
+CHECKED_TOKEN = "checked_access"  # noqa: S105 - an attribute name, not a secret
 bearer = HTTPBearer(auto_error=False, description="an access token from POST /api/token/")
 
 
@@ -176,12 +189,7 @@ def check_token(services: Services, token: str, kind: str) -> tuple[dict[str, An
     """
     claims = services.tokens.decode(token, kind)  # well-formed: sub, jti, iat present and typed
     session = session_of(claims)
-    with services.engine.connect() as conn:
-        row = conn.execute(select(t.users).where(t.users.c.id == claims["sub"])).mappings().first()
-        revoked = (
-            session is not None
-            and conn.execute(select(t.revoked_sessions.c.session).where(t.revoked_sessions.c.session == session)).first()
-        )
+    row, revoked = token_holder(services.engine, claims["sub"], session)  # one round trip, no cache
     if row is None or not row["is_active"]:
         raise Unauthenticated("the user is unknown or inactive")
     if revoked:
@@ -190,24 +198,65 @@ def check_token(services: Services, token: str, kind: str) -> tuple[dict[str, An
     issued_us = claims.get("iat_us", claims["iat"] * 1_000_000)
     if valid_after is not None and issued_us < valid_after.timestamp() * 1_000_000 and session != row["kept_session"]:
         raise Unauthenticated("the token was revoked by a password change or reactivation")
-    return claims, dict(row)
+    return claims, row
+
+
+class SignedInUser(BaseModel):
+    """The user a request acts as: their read-model profile, the session of their token, and
+    the :class:`~commands.context.Actor` their commands carry. Frozen.
+
+    ``user["id"]`` (read-only mapping access) serves helpers that take a user row too."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    username: str
+    role: str
+    email: str | None = None
+    is_active: bool = True
+    created_at: datetime | None = None
+    session: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """The actor of this user's commands."""
+        return Actor(id=self.id, username=self.username, role=self.role)
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the user is an admin."""
+        return self.role == "admin"
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``user[key]``, or ``default`` for a field it does not have."""
+        return getattr(self, key, default)
 
 
 def current_user(
     request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> dict[str, Any]:
-    """The authenticated user's read-model row. Raises Unauthenticated (401)."""
+) -> SignedInUser:
+    """The authenticated user. Raises Unauthenticated (401)."""
     if credentials is None:
         raise Unauthenticated("authentication credentials were not provided")
-    claims, user = check_token(services, credentials.credentials, "access")
-    user["session"] = claims.get("rid")
+    checked = getattr(request.state, CHECKED_TOKEN, None)  # api.limits checked it before the body
+    if checked is not None and checked[0] == credentials.credentials:
+        claims, row = checked[1], checked[2]
+    else:
+        claims, row = check_token(services, credentials.credentials, "access")
+    user = SignedInUser.model_validate({**row, "session": claims.get("rid")})
     request.state.user = user
     return user
 
 
-CurrentUser = Annotated[dict[str, Any], Depends(current_user)]
+CurrentUser = Annotated[SignedInUser, Depends(current_user)]
 
 
 def link_user(services: Services, path: str, exp: int, user_id: str, sig: str) -> dict[str, Any]:
@@ -226,7 +275,7 @@ def link_user(services: Services, path: str, exp: int, user_id: str, sig: str) -
 
 def command_context(request: Request, user: CurrentUser) -> Context:
     """The actor and correlation id (the request id) of a command sent by this request."""
-    return Context(actor=Actor(id=user["id"], username=user["username"], role=user["role"]), correlation_id=request_id(request))
+    return Context(actor=user.actor, correlation_id=request_id(request))
 
 
 CommandCtx = Annotated[Context, Depends(command_context)]
@@ -249,7 +298,7 @@ async def read_position(
     head = await services.beyond_head(wanted)
     if head is not None:
         loc = ["query", "min_position"] if min_position == wanted else ["header", "aiorch-min-position"]
-        raise Conflict(
+        raise ConflictAt(
             f"position {wanted} is beyond the store's head {head}: no write returned it",
             errors=[{"loc": loc, "msg": f"beyond the head {head}"}],
         )
@@ -277,8 +326,3 @@ async def after_write(services: Services, position: int, fetch: Any = None, stat
     if fetch is None:
         return Response(status_code=204, headers=headers)
     return JSONResponse(await asyncio.to_thread(fetch), status_code=status_code, headers=headers)
-
-
-def actor_context(request: Request, user: dict[str, Any]) -> Context:
-    """The command context of ``user`` acting through ``request``."""
-    return Context(actor=Actor(id=user["id"], username=user["username"], role=user["role"]), correlation_id=request_id(request))

@@ -23,11 +23,87 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from commands.errors import DomainError, InvalidCommand
+from commands.errors import (
+    Conflict,
+    DomainError,
+    FieldError,
+    Forbidden,
+    InvalidCommand,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 _TYPE_BASE = "https://aiorch.dev/problems/"
+
+
+#: ``(status, title, type slug)`` of each domain error class (the nearest in its MRO wins).
+PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
+    DomainError: (400, "Bad request", "bad-request"),
+    Unauthenticated: (401, "Not authenticated", "unauthenticated"),
+    Forbidden: (403, "Forbidden", "forbidden"),
+    NotFound: (404, "Not found", "not-found"),
+    Conflict: (409, "Conflict", "conflict"),
+    PayloadTooLarge: (413, "Payload too large", "payload-too-large"),
+    UnsupportedMediaType: (415, "Unsupported media type", "unsupported-media-type"),
+    InvalidCommand: (422, "Validation error", "validation-error"),
+}
+#: Command fields that arrive as request headers (their ``loc`` is ``["header", name]``).
+HEADER_FIELDS = frozenset({"Idempotency-Key"})
+Loc = list[str | int]
+
+
+class InvalidRequest(InvalidCommand):
+    """A request the API itself refuses before any command (422), its ``errors`` located in
+    the request already: ``[{"loc": ["query", "as_of"], "msg": ...}]``."""
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.located = errors
+
+
+class ConflictAt(Conflict):
+    """A 409 about request parts (``[{"loc": ["query", "min_position"], "msg": ...}]``)."""
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.located = errors
+
+
+def problem_kind(exc: DomainError) -> tuple[int, str, str]:
+    """``(status, title, slug)`` of ``exc`` (:data:`PROBLEMS`)."""
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+    return PROBLEMS[DomainError]
+
+
+def field_loc(field: FieldError) -> Loc:
+    """Where a command's field is in the request: ``["body", *path]``, or ``["header", name]``
+    for :data:`HEADER_FIELDS`."""
+    if field.path and field.path[0] in HEADER_FIELDS:
+        return ["header", *field.path]
+    return ["body", *field.path]
+
+
+def problem_errors(exc: DomainError) -> list[dict[str, Any]] | None:
+    """The problem's ``errors`` ``[{loc, msg}]`` (None when it names no field)."""
+    if isinstance(exc, InvalidRequest | ConflictAt):
+        return exc.located
+    if not exc.fields:
+        return None
+    return [{"loc": field_loc(f), "msg": f.msg} for f in exc.fields]
+
+
+def domain_problem(request: Request, exc: DomainError, *, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The problem+json answer to ``exc``; a 401 carries ``WWW-Authenticate: Bearer``."""
+    status, title, slug = problem_kind(exc)
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+    return problem(request, status, title, exc.detail, slug=slug, errors=problem_errors(exc), headers=headers)
 
 
 def request_id(request: Request) -> str:
@@ -153,7 +229,7 @@ def clean_parameters(conn: HTTPConnection) -> None:
         return
     if conn.scope["type"] == "websocket":
         raise WebSocketException(code=1008, reason="control characters in the parameters")
-    raise InvalidCommand(
+    raise InvalidRequest(
         "parameters must not contain control characters",
         errors=[{"loc": list(loc), "msg": "control characters are not allowed"} for loc in dict.fromkeys(bad)],
     )
@@ -172,8 +248,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem(request, exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors, headers=headers)
+        return domain_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

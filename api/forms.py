@@ -31,8 +31,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import problem
-from commands.errors import DomainError, InvalidCommand, PayloadTooLarge
+from api.errors import domain_problem
+from commands.errors import DomainError, PayloadTooLarge, invalid
 
 FORM = "application/x-www-form-urlencoded"
 MAX_FIELDS = 1000
@@ -144,11 +144,10 @@ class FormBodies:
         return self._body_fields.of(scope["method"], scope["path"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope)
-        if (
+        if (  # a lifespan scope has no headers: checked first, or the app's lifespan never runs
             scope["type"] != "http"
             or scope["method"] not in ("POST", "PUT", "PATCH")
-            or headers.get("content-type", "").split(";")[0].strip().lower() != FORM
+            or Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower() != FORM
         ):
             await self.app(scope, receive, send)
             return
@@ -169,8 +168,8 @@ class FormBodies:
             text = bytes(body).decode("utf-8")
             pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, encoding="utf-8", errors="strict")
         except ValueError:  # UnicodeDecodeError included
-            errors = [{"loc": ["body"], "msg": f"not a UTF-8 form of at most {MAX_FIELDS} fields"}]
-            await self._refuse(scope, receive, send, InvalidCommand("the form body cannot be read", errors=errors))
+            refused = invalid((), f"not a UTF-8 form of at most {MAX_FIELDS} fields", "the form body cannot be read")
+            await self._refuse(scope, receive, send, refused)
             return
         converted = json.dumps(form_to_json(pairs, self._fields(scope))).encode()
         kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length", b"transfer-encoding")]
@@ -191,4 +190,4 @@ class FormBodies:
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, exc: DomainError) -> None:
-        await problem(Request(scope), exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)(scope, receive, send)
+        await domain_problem(Request(scope), exc)(scope, receive, send)

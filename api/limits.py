@@ -2,8 +2,7 @@
 
 :class:`BodyLimits` is a pure ASGI middleware (it never buffers a body):
 
-It sits innermost, below the ``BaseHTTPMiddleware``s: their task groups would wrap its 413
-raised while FastAPI reads a body into an ExceptionGroup, which FastAPI answers with 400.
+It sits just outside :class:`~api.forms.FormBodies`, below every other layer (all pure ASGI).
 
 1. A ``Content-Length`` over the limit → 413 at once, before authentication. The limit is
    ``AIORCH_MAX_BODY_BYTES`` (default 1 MiB) for every body except a multipart job
@@ -14,9 +13,10 @@ raised while FastAPI reads a body into an ExceptionGroup, which FastAPI answers 
    the limit is passed.
 3. A request with a body to ``/api/`` (except ``/api/token/``, where logins and refreshes
    come without a token) is authenticated before its body is read: a missing or invalid
-   bearer token → 401 and the body is never read. (The route checks the token again as it
-   always does; role checks that need no body, such as viewers submitting jobs, are made
-   by the route before it reads the body.)
+   bearer token → 401 and the body is never read. (The route's ``current_user`` takes this
+   check's result, ``api.deps.CHECKED_TOKEN``, instead of querying again; role checks that
+   need no body, such as viewers submitting jobs, are made by the route before it reads the
+   body.)
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import check_token
-from api.errors import problem
+from api.deps import CHECKED_TOKEN, check_token
+from api.errors import domain_problem
 from api.uploads import FIELDS_BYTES
 from commands.errors import DomainError, PayloadTooLarge, Unauthenticated
 from commands.job_parameters import FILE_FIELDS
@@ -141,7 +141,7 @@ class BodyLimits:
     @staticmethod
     def _too_large(request: Request, limit: int) -> Response:
         exc = BodyTooLarge(limit)
-        return problem(request, 413, exc.title, exc.detail, slug=exc.slug)
+        return domain_problem(request, exc)
 
     @staticmethod
     async def _authenticate(request: Request) -> Response | None:
@@ -150,9 +150,10 @@ class BodyLimits:
         try:
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("authentication credentials were not provided")
-            await run_in_threadpool(check_token, request.app.state.services, token.strip(), "access")
+            checked = await run_in_threadpool(check_token, request.app.state.services, token.strip(), "access")
+            setattr(request.state, CHECKED_TOKEN, (token.strip(), *checked))  # the route's check reuses it
         except DomainError as exc:
-            return problem(request, exc.status, exc.title, exc.detail, slug=exc.slug, headers={"WWW-Authenticate": "Bearer"})
+            return domain_problem(request, exc, headers={"WWW-Authenticate": "Bearer"})
         except Exception:  # e.g. the database is down: the route's own check answers it
             log.debug("the early token check failed; leaving it to the route", exc_info=True)
         return None

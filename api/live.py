@@ -17,119 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Engine, MetaData, String, Table, delete, insert, select
+from sqlalchemy import Engine, select
 
 from api.deps import Services, check_token
 from commands.errors import Unauthenticated
 from events import to_envelope
 from projections import tables as t
+from projections.history import JobRows
+from projections.readmodels.job_row import JobRow
 
 log = logging.getLogger(__name__)
-metadata = MetaData()
-
-ws_tickets = Table(  # "live_tickets": a ticket now carries its token's claims (revocation, expiry)
-    "live_tickets",
-    metadata,
-    Column("ticket", String(64), primary_key=True),
-    Column("user_id", String(36), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("used", Boolean, nullable=False, default=False),
-    Column("claims", JSON, nullable=True),
-)
-
-sse_tickets = Table(  # tickets of SSE streams (``POST /api/sse-ticket/``), kept by their SHA-256
-    "sse_tickets",
-    metadata,
-    Column("ticket_sha256", String(64), primary_key=True),
-    Column("user_id", String(36), nullable=False),
-    Column("job_id", String(36), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("claims", JSON, nullable=False),
-)
-
-TICKET_TTL_S = 30
-SSE_TICKET_TTL_S = 600
 STATUS_EVENTS = frozenset({"JobSubmitted", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetried"})
-
-
-def issue_ticket(engine: Engine, user_id: str, claims: dict[str, Any] | None = None) -> str:
-    """A single-use WebSocket ticket for ``user_id``, valid :data:`TICKET_TTL_S` seconds;
-    ``claims`` are those of the access token that asked for it (the connection it opens
-    lives by them: it closes when that token expires or its session is revoked)."""
-    ticket = secrets.token_urlsafe(32)
-    with engine.begin() as conn:
-        conn.execute(delete(ws_tickets).where(ws_tickets.c.expires_at < datetime.now(UTC)))
-        conn.execute(
-            insert(ws_tickets).values(
-                ticket=ticket,
-                user_id=user_id,
-                expires_at=datetime.now(UTC) + timedelta(seconds=TICKET_TTL_S),
-                claims=claims,
-            )
-        )
-    return ticket
-
-
-def redeem_ticket(engine: Engine, ticket: str) -> tuple[str, dict[str, Any] | None] | None:
-    """``(user id, claims)`` of an unexpired ticket, which is consumed; None otherwise."""
-    if len(ticket) > 64:
-        return None
-    with engine.begin() as conn:
-        row = conn.execute(
-            delete(ws_tickets)
-            .where(ws_tickets.c.ticket == ticket, ws_tickets.c.expires_at >= datetime.now(UTC))
-            .returning(ws_tickets.c.user_id, ws_tickets.c.claims)
-        ).first()
-    return (str(row.user_id), row.claims) if row is not None else None
-
-
-def issue_sse_ticket(engine: Engine, user_id: str, job_id: str, claims: dict[str, Any]) -> tuple[str, int]:
-    """``(ticket, seconds it lives)``: a ticket for the SSE stream of ``job_id`` given to
-    ``user_id``, reusable (reconnects) for :data:`SSE_TICKET_TTL_S` seconds but never past
-    the expiry of the access token with ``claims`` that asked for it. The stream it opens
-    lives by those claims (it ends when the session is revoked or the token expires)."""
-    ticket = secrets.token_urlsafe(32)
-    now = datetime.now(UTC)
-    expires_at = min(now + timedelta(seconds=SSE_TICKET_TTL_S), datetime.fromtimestamp(float(claims["exp"]), UTC))
-    with engine.begin() as conn:
-        conn.execute(delete(sse_tickets).where(sse_tickets.c.expires_at < now))
-        conn.execute(
-            insert(sse_tickets).values(
-                ticket_sha256=hashlib.sha256(ticket.encode()).hexdigest(),
-                user_id=user_id,
-                job_id=job_id,
-                expires_at=expires_at,
-                claims=claims,
-            )
-        )
-    return ticket, max(0, int((expires_at - now).total_seconds()))
-
-
-def sse_ticket_claims(engine: Engine, ticket: str, job_id: str) -> dict[str, Any] | None:
-    """The claims an unexpired SSE ``ticket`` of ``job_id``'s stream carries (it stays
-    valid for reconnects); None for an unknown or expired ticket, or one of another stream."""
-    if len(ticket) > 64:
-        return None
-    c = sse_tickets.c
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(c.claims).where(
-                c.ticket_sha256 == hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest(),
-                c.job_id == job_id,
-                c.expires_at >= datetime.now(UTC),
-            )
-        ).first()
-    return dict(row.claims) if row is not None else None
 
 
 def token_still_valid(services: Services, token: str) -> bool:
@@ -169,7 +74,7 @@ class Feed:
             return False
         if self.kind == "job":
             return aggregate_id == self.job_id
-        return self.user["role"] != "editor" or row["created_by_id"] == self.user["id"]
+        return bool(self.user["role"] != "editor" or row["created_by_id"] == self.user["id"])
 
 
 @dataclass
@@ -190,6 +95,8 @@ class Subscriber:
                 return
             if self.queue.full():
                 self.overflowed = True
+                while not self.queue.empty():  # what is queued is not sent: a resume replays it
+                    self.queue.get_nowait()
                 self.queue.put_nowait(None)  # the sender sees None and sends resync_required
                 return
             self.queue.put_nowait(message)
@@ -243,7 +150,7 @@ class LiveHub:
     engine: Engine
     projected: Callable[[], int]
     wait: Callable[[float], None]
-    fold: Callable[[Any, int], dict[str, Any]] | None = None
+    job_rows: JobRows | None = None
     queue_size: int = 1000
     reads: Any = None
     max_per_user: int = 20
@@ -323,7 +230,10 @@ class LiveHub:
     def messages(self, notifications: list[Any]) -> list[tuple[str, dict[str, Any] | None, dict[str, Any]]]:
         """``(aggregate id, job row or None, event envelope)`` per notification. The row is
         the job as it was right after that event: the read-model row when it is at that
-        version (the usual case), else the job folded from the store up to it."""
+        version (the usual case: it is remembered in ``job_rows``), else the remembered row
+        of the version before moved on by :func:`projections.readmodels.job_row` in memory
+        (a job with several events in one batch), else the job folded from the store up to
+        that event (the first time this process sees the job behind its read-model row)."""
         decoded = []
         for n in notifications:
             try:
@@ -339,8 +249,12 @@ class LiveHub:
         for n, event in decoded:
             try:
                 row = rows.get(str(n.originator_id))
-                if row is not None and row["version"] != n.originator_version and self.fold is not None:
-                    row = {**self.fold(n.originator_id, n.originator_version), "created_by_username": row["created_by_username"]}
+                if row is not None and self.job_rows is not None:
+                    if row["version"] == n.originator_version:
+                        self.job_rows.keep(JobRow.of(row))
+                    else:
+                        after = self.job_rows.after(event, n.id).as_dict()
+                        row = {**after, "created_by_username": row["created_by_username"]}
                 out.append((str(n.originator_id), row, to_envelope(event, n.id)))
             except Exception:
                 log.exception("live feed: cannot render the event at position %s; skipped", n.id)

@@ -17,6 +17,8 @@ from fastapi.routing import APIRoute
 
 from api.deps import bearer, current_user, read_position
 from api.schemas import PROBLEM_MEDIA_TYPE, Problem, ProblemError, ValidationProblem, problem_response
+from api.schemas.job_types import JOB_CREATE_BODY, job_components
+from api.schemas.live import websocket_components, websocket_doc
 
 #: Operations that answer without touching the database (no 503).
 _NO_DATABASE = {"/health/live", "/health/ready", "/metrics"}
@@ -145,6 +147,74 @@ def _readable_page_names(schema: dict[str, Any]) -> dict[str, Any]:
     return renamed
 
 
+def document_job_types(schema: dict[str, Any]) -> None:
+    """Jobs per type in ``schema``: ``POST /api/jobs/`` takes ``JobIn`` (JSON) or ``JobForm``
+    (multipart), and ``JobOut`` is a ``oneOf`` per type, each discriminated by ``type``
+    (:mod:`api.schemas.job_types`)."""
+    schemas = schema["components"]["schemas"]
+    schemas.update(job_components(schemas["JobOut"]))
+    create = schema["paths"]["/api/jobs/"]["post"]
+    create["requestBody"] = JOB_CREATE_BODY
+    schema["components"]["schemas"] = dict(sorted(schemas.items()))
+
+
+def document_websockets(schema: dict[str, Any]) -> None:
+    """The WebSocket feed in ``schema``: its message schemas in ``components`` (``WsAuth``,
+    ``WsJobMessage``, ``WsEventMessage``, ``WsPing``, ``WsResyncRequired``, their union
+    ``WsServerMessage``), the feeds in the root's ``x-websocket``, and a pointer to both in
+    the document's and the ticket operation's descriptions."""
+    schemas = schema["components"]["schemas"]
+    schemas.update(websocket_components())
+    schema["components"]["schemas"] = dict(sorted(schemas.items()))
+    schema["x-websocket"] = websocket_doc()
+    pointer = (
+        "Live feeds: WebSocket `/ws/jobs/{job_id}/`, `/ws/jobs/` and `/ws/events/`, described in the document's "
+        "`x-websocket`; messages `WsJobMessage`, `WsEventMessage`, `WsPing`, `WsResyncRequired` (any of them: "
+        "`WsServerMessage`), and `WsAuth` from the client, in `components.schemas`."
+    )
+    info = schema.setdefault("info", {})
+    info["description"] = f"{info.get('description', '')}\n\n{pointer}".strip()
+    ticket = schema["paths"].get("/api/ws-ticket/", {}).get("post")
+    if ticket is not None:
+        ticket["description"] = f"{ticket.get('description', '')}\n\n{pointer}".strip()
+
+
+#: OpenAPI links: what a create answers (201, or 202 before the read models show it) names
+#: the resource the operations below take, by ``$response.body#/id``.
+LINKS: dict[tuple[str, str], dict[str, tuple[str, str]]] = {
+    ("/api/jobs/", "post"): {
+        "GetJob": ("jobs_retrieve", "job_id"),
+        "CancelJob": ("jobs_cancel", "job_id"),
+        "JobHistory": ("jobs_history", "job_id"),
+        "JobLogs": ("jobs_logs", "job_id"),
+    },
+    ("/api/projects/", "post"): {
+        "GetProject": ("projects_retrieve", "project_id"),
+        "ProjectJobs": ("projects_jobs", "project_id"),
+        "UpdateProject": ("projects_partial_update", "project_id"),
+    },
+}
+
+
+def document_links(schema: dict[str, Any]) -> None:
+    """Declare :data:`LINKS` on the 201 and 202 answers of the creates (operations that are
+    not in ``schema`` are left out)."""
+    ids = {op.get("operationId") for item in schema["paths"].values() for op in item.values() if isinstance(op, dict)}
+    for (path, method), links in LINKS.items():
+        operation = schema["paths"].get(path, {}).get(method)
+        if operation is None:
+            continue
+        for status in ("201", "202"):
+            answer = operation["responses"].get(status)
+            if answer is None:
+                continue
+            answer["links"] = {
+                name: {"operationId": target, "parameters": {param: "$response.body#/id"}}
+                for name, (target, param) in links.items()
+                if target in ids
+            }
+
+
 def install(app: FastAPI) -> None:
     """Post-process the generated document: the errors of every operation, the problem
     schemas in ``components``, FastAPI's validation error schemas gone."""
@@ -162,6 +232,9 @@ def install(app: FastAPI) -> None:
             schemas[model.__name__] = component
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
+        document_job_types(schema)
+        document_websockets(schema)
+        document_links(schema)
         schema = _readable_page_names(schema)
         app.openapi_schema = schema
         return schema

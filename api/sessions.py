@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import random
 from enum import Enum
+from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, delete, func, select
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, delete, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
+
+from projections import tables as t
 
 metadata = MetaData()
 
@@ -22,6 +25,9 @@ refresh_rotations = Table(
     Column("family", String(64), nullable=False),
     Column("rotated_at", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True),
 )
+
+#: the label of the "session logged out" column of :func:`token_holder`'s row
+_REVOKED = "aiorch_session_revoked"
 
 #: seconds after a rotation during which the old refresh token is refused without revoking
 REUSE_GRACE_S = 10.0
@@ -60,3 +66,22 @@ def was_rotated(engine: Engine, jti: str) -> bool:
     """Whether refresh token ``jti`` was already rotated (so it is spent)."""
     with engine.connect() as conn:
         return conn.execute(select(refresh_rotations.c.jti).where(refresh_rotations.c.jti == jti)).first() is not None
+
+
+def token_holder(engine: Engine, user_id: str, session: str | None) -> tuple[dict[str, Any] | None, bool]:
+    """The user row of a token's ``sub`` and whether its ``session`` was logged out, in one
+    indexed round trip (both tables by primary key): ``(row or None, revoked)``.
+
+    The token check (``api.deps.check_token``) runs this on every request, against the
+    read models shared by every API process, with no cache: a logout, password change or
+    deactivation answers once the read models include it (read your writes), and from that
+    moment no API process accepts the old token.
+    """
+    u, r = t.users, t.revoked_sessions
+    revoked = exists().where(r.c.session == session) if session is not None else literal(False)
+    with engine.connect() as conn:
+        row = conn.execute(select(u, revoked.label(_REVOKED)).where(u.c.id == user_id)).mappings().first()
+    if row is None:
+        return None, False
+    user = dict(row)
+    return user, bool(user.pop(_REVOKED))

@@ -34,7 +34,7 @@ class UrlSigner:
         exp = int(time.time()) + self.ttl_s
         return f"{path}?exp={exp}&uid={quote(user_id, safe='')}&sig={self._sig(path, exp, user_id)}"
 
-    def for_user(self, user: dict[str, Any]) -> Callable[[str], str]:
+    def for_user(self, user: Any) -> Callable[[str], str]:
         """``sign(path)`` for links given to ``user`` (a row with ``id``)."""
         return functools.partial(self.sign, user_id=str(user["id"]))
 

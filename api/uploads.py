@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from commands.errors import InvalidCommand, PayloadTooLarge
+from commands.errors import InvalidCommand, PayloadTooLarge, invalid
 
 #: bytes of all text fields of one multipart body together (a JSON body's default limit)
 FIELDS_BYTES = 1024 * 1024
@@ -21,7 +21,7 @@ MAX_PART_HEADER_BYTES = 8 * 1024
 
 def malformed(msg: str) -> InvalidCommand:
     """A 422 about the multipart body as a whole."""
-    return InvalidCommand(f"the multipart body is malformed: {msg}", errors=[{"loc": ["body"], "msg": msg}])
+    return invalid((), msg, f"the multipart body is malformed: {msg}")
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,13 @@
-"""Shaping read-model rows into the contract's JSON, and who may see which rows."""
+"""Shaping read-model rows into the contract's JSON (who may see which rows:
+:mod:`projections.queries.visibility`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Select
-
 from api.urls import absolute
-from projections import tables as t
+from projections.queries import Viewer
 
 Sign = Callable[[str], str]
 
@@ -99,7 +98,7 @@ def log_json(row: dict[str, Any]) -> dict[str, Any]:
     return {"at": iso(row["at"]), "level": row["level"], "message": row["message"]}
 
 
-def profile_json(row: dict[str, Any]) -> dict[str, Any]:
+def profile_json(row: Viewer) -> dict[str, Any]:
     """``{id, username, email, role, is_active, created_at}``."""
     return {
         "id": row["id"],
@@ -150,20 +149,3 @@ def provider_json(row: dict[str, Any]) -> dict[str, Any]:
         "enabled": row["enabled"],
         "created_at": iso(row["created_at"]),
     }
-
-
-def visible_projects(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
-    """Admins and viewers see every live project; editors their own."""
-    stmt = stmt.where(t.projects.c.archived.is_(False))
-    return stmt.where(t.projects.c.owner_id == user["id"]) if user["role"] == "editor" else stmt
-
-
-def visible_jobs(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
-    """Admins and viewers see every live job; editors their own."""
-    stmt = stmt.where(t.jobs.c.archived.is_(False))
-    return stmt.where(t.jobs.c.created_by_id == user["id"]) if user["role"] == "editor" else stmt
-
-
-def visible_agents(stmt: Select[Any], user: dict[str, Any]) -> Select[Any]:
-    """Admins and viewers see every agent; editors their own."""
-    return stmt.where(t.agents.c.owner_id == user["id"]) if user["role"] == "editor" else stmt

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_rebuild import fill_job, running_job
-from bench.common import BenchSystem, CpuMeter, SetupError, run_main, say
+from bench.common import BenchSystem, CpuMeter, SetupError, run_main, say, target_entry, warn_if_busy, write_summary
 from bench.loadclient import encode, run_load
 
 TARGETS_MS = {"first": 20.0, "after": 20.0, "as_of": 30.0}
@@ -40,7 +40,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per kind (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write a summary for bench/targets.py")
     args = parser.parse_args()
+
+    other_before = warn_if_busy()
 
     with BenchSystem(api=True, projector=True, relay=False) as bench:
         bench.create_user("bench-editor", "editor")
@@ -102,6 +105,18 @@ def main() -> int:
               f"(target p99 ≤ {TARGETS_MS[kind]:g}: {'MET' if met else 'NOT MET'}), errors {load.requests - load.ok}")
         for line in meter.report(load.ok):
             print(f"      {line}")
+    names = {"first": "history first page", "after": "history ?after= pages", "as_of": "GET job ?as_of= random P"}
+    entries = []
+    for kind, (load, meter) in results.items():
+        lat = load.latency_ms
+        entries.append(target_entry(
+            6, f"{names[kind]} p99", lat["p99"] if load.ok else None, "ms", f"p99 ≤ {TARGETS_MS[kind]:g} ms",
+            lat["p99"] <= TARGETS_MS[kind] and load.ok == load.requests,
+            details={"rate": load.rate, "p50_ms": lat["p50"], "p90_ms": lat["p90"], "errors": load.requests - load.ok,
+                     "other_cores": meter.other_cores(), "cpu": meter.as_dict(load.ok)}))
+    others = [meter.other_cores() for _load, meter in results.values()]
+    write_summary(args.json, "bench_history_walk.py", entries, max(others, default=None),
+                  {kind: meter.as_dict(load.ok) for kind, (load, meter) in results.items()}, other_before=other_before)
     return 0
 
 

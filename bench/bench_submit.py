@@ -75,7 +75,7 @@ def main() -> int:
     parser.add_argument("--profile", default="", metavar="ROLES",
                         help="comma-separated roles (api,projector,relay) to run under cProfile; "
                              "stats are printed and kept in --profile-dir")
-    parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/aiorch-bench-profiles"))
+    parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/aiorch-bench-profiles"))  # noqa: S108
     args = parser.parse_args()
     profile = [r.strip() for r in args.profile.split(",") if r.strip()]
     if profile:

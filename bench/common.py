@@ -60,8 +60,8 @@ from infra.embedded import free_port, start_broker, start_postgres, stop_postgre
 from infra.settings import load_settings  # noqa: E402
 
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-SECRET_KEY = "bench-secret-key-0123456789abcdef0123456789abcdef"
-PASSWORD = "bench-password-123"
+SECRET_KEY = "bench-secret-key-0123456789abcdef0123456789abcdef"  # noqa: S105 - a benchmark secret
+PASSWORD = "bench-password-123"  # noqa: S105 - a benchmark password
 _T0 = time.monotonic()
 
 
@@ -100,6 +100,46 @@ def first_time_reaching(observations: Sequence[tuple[float, int]], positions: Se
     """
     i = bisect_left(positions, position)
     return observations[i][0] if i < len(observations) else None
+
+
+# -- machine-readable summaries (bench/targets.py) ------------------------------------------------
+
+
+def target_entry(target: int, name: str, figure: float | None, unit: str, goal: str, met: bool, *,
+                 comparator: float | None = None, comparator_name: str | None = None, ratio: float | None = None,
+                 details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One figure of issue 10's targets, as :mod:`bench.targets` reads it. ``figure`` is None
+    when it could not be measured (then ``met`` is False); ``goal`` is human text (``"p99 ≤ 50
+    ms"``, ``"≥ 1.0× classic"``); ``ratio`` is figure ÷ comparator when the issue names a
+    comparator (else None: the goal is absolute)."""
+    def clean(x: float | None) -> float | None:
+        return None if x is None or x != x else float(x)
+
+    return {"target": target, "name": name, "figure": clean(figure), "unit": unit, "goal": goal,
+            "comparator": clean(comparator), "comparator_name": comparator_name, "ratio": clean(ratio),
+            "met": bool(met and figure is not None), "details": details or {}}
+
+
+def write_summary(path: Path | None, script: str, targets: list[dict[str, Any]], other_cores: float | None,
+                  cpu: dict[str, Any] | None = None, **extra: Any) -> None:
+    """Write ``{"script", "targets", "other_cores", "cpu", ...extra}`` as JSON to ``path``
+    (nothing when ``path`` is None). NaN becomes null."""
+    if path is None:
+        return
+    import json
+    import math
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): fix(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [fix(v) for v in value]
+        return value
+
+    body = {"script": script, "targets": targets, "other_cores": other_cores, "cpu": cpu or {}, **extra}
+    Path(path).write_text(json.dumps(fix(body), indent=1, default=str) + "\n")
 
 
 # -- CPU accounting -----------------------------------------------------------------------------
@@ -219,6 +259,19 @@ class CpuMeter:
         busy = self._used["machine (busy, all processes)"]
         ours = sum(v for k, v in self._used.items() if not k.startswith("machine"))
         return max(0.0, busy - ours) / self._wall
+
+    def as_dict(self, operations: int = 0) -> dict[str, dict[str, float]]:
+        """``{group: {"cores": …, "ms_per_op": …}}`` over the interval (``ms_per_op`` with
+        ``operations``), plus ``other (not this benchmark)``."""
+        out: dict[str, dict[str, float]] = {}
+        wall = self._wall or float("nan")
+        for name, used in self._used.items():
+            entry = {"cores": used / wall}
+            if operations:
+                entry["ms_per_op"] = used * 1000 / operations
+            out[name] = entry
+        out["other (not this benchmark)"] = {"cores": self.other_cores()}
+        return out
 
     def report(self, operations: int = 0) -> list[str]:
         """One line per process group: cores used on average over the interval and, given the
@@ -368,7 +421,7 @@ class BenchSystem:
 
     def __init__(self, *, api: bool = True, projector: bool = True, relay: bool = True, mode: str = "process",
                  settings: dict[str, Any] | None = None, profile: Sequence[str] = (),
-                 profile_dir: Path | None = None) -> None:
+                 profile_dir: Path | None = None, api_workers: int = 1) -> None:
         if mode not in ("process", "thread"):
             raise ValueError("mode is 'process' or 'thread'")
         if profile and mode != "process":
@@ -376,6 +429,7 @@ class BenchSystem:
         self.profile = set(profile)
         self.profile_dir = profile_dir or Path.cwd()
         self.want_api, self.want_projector, self.want_relay, self.mode = api, projector, relay, mode
+        self.api_workers = api_workers if mode == "process" else 1
         self.overrides = settings or {}
         self.tmp = Path(tempfile.mkdtemp(prefix="aiorch-bench-", dir="/tmp"))
         self.server_url = ""
@@ -480,11 +534,14 @@ class BenchSystem:
                 say(f"{name}: process {self.roles[name].pid}")
         if self.want_api:
             port = free_port()
-            api = self.roles["api"] = Role("api", ["api", "--port", str(port)], env, self.tmp / "api.log",
+            workers = ["--workers", str(self.api_workers)] if self.api_workers > 1 else []
+            api = self.roles["api"] = Role("api", ["api", "--port", str(port), *workers], env, self.tmp / "api.log",
                                            self.profile_out("api"))
             self.api_url = f"http://127.0.0.1:{port}"
             self._wait_api(api)
-            say(f"api: process {api.pid} at {self.api_url}")
+            self._wait_workers(api)
+            say(f"api: process {api.pid} at {self.api_url}"
+                + (f" ({self.api_workers} uvicorn workers)" if self.api_workers > 1 else ""))
         time.sleep(0.5)
         for role in self.roles.values():
             role.check()
@@ -521,6 +578,17 @@ class BenchSystem:
                 pass
             if time.monotonic() > deadline:
                 raise SetupError(f"the API did not answer within {timeout} s")
+            time.sleep(0.1)
+
+    def _wait_workers(self, api: Any, timeout: float = 60.0) -> None:
+        """Wait until every uvicorn worker of the API process has started (its log says so)."""
+        deadline = time.monotonic() + timeout
+        while self.api_workers > 1:
+            api.check()
+            if (self.tmp / "api.log").read_text(errors="replace").count("Application startup complete") >= self.api_workers:
+                return
+            if time.monotonic() > deadline:
+                raise SetupError(f"the API's {self.api_workers} workers did not start within {timeout} s")
             time.sleep(0.1)
 
     def check_roles(self) -> None:

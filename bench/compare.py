@@ -69,13 +69,15 @@ from bench.common import (
     run_main,
     say,
     summary,
+    target_entry,
     warn_if_busy,
+    write_summary,
 )
 from infra.embedded import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "The quick brown fox jumps over the lazy dog. This sentence is only a benchmark payload."
-CLASSIC_SECRET = "classic-bench-secret-0123456789abcdef0123456789abcdef"
+CLASSIC_SECRET = "classic-bench-secret-0123456789abcdef0123456789abcdef"  # noqa: S105
 
 
 # -- CPU per role ----------------------------------------------------------------------------
@@ -361,9 +363,16 @@ def run_client(url: str, method: str, paths: list[str], headers: dict[str, str],
 
 
 def count_api_workers(pid: int) -> int:
-    """Processes serving aiorch's API: 1 for a lone process, else the tree minus its supervisor."""
-    n = len(tree_pids(pid))
-    return 1 if n <= 1 else n - 1
+    """Processes serving aiorch's API: 1 for a lone process, else its uvicorn workers (the
+    parent's children run by multiprocessing's ``spawn_main``; its resource tracker is not one)."""
+    workers = 0
+    for child in tree_pids(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        workers += "spawn_main" in cmdline
+    return workers or 1
 
 
 def seed_aiorch(bench: BenchSystem, username: str, project: str, count: int) -> None:
@@ -396,7 +405,7 @@ def aiorch_job_ids(bench: BenchSystem, user_id: str) -> list[str]:
 
 
 def fmt(x: float, digits: int = 1) -> str:
-    return "n/a" if x != x else f"{x:,.{digits}f}"  # noqa: PLR0124 - nan check
+    return "n/a" if x != x else f"{x:,.{digits}f}"
 
 
 def main() -> int:
@@ -405,6 +414,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A, B per target (default 3; median)")
     parser.add_argument("--clients", type=int, default=8, help="connections of the load client (default 8)")
+    parser.add_argument("--api-workers", type=int, default=0,
+                        help="aiorch's API worker processes (aiorch api --workers; default: as aiorch up, the core count)")
     parser.add_argument("--workers", type=int, default=0,
                         help="classic uvicorn workers (default: as many as aiorch's API processes)")
     parser.add_argument("--seed-jobs", type=int, default=1000, help="the reader's jobs on each side (default 1,000)")
@@ -413,11 +424,15 @@ def main() -> int:
                         help="classic POST → running phase with a Celery worker, 1 client (0: skip; default 5)")
     parser.add_argument("--e2e-rate", type=float, default=20.0,
                         help="POSTs per second of that phase, paced so that the worker is idle (default 20)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write a summary for bench/targets.py")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
 
     other_before = warn_if_busy(2.0)
-    with BenchSystem(api=True, projector=True, relay=True) as bench:  # aiorch up --processors 0
+    from infra.apiserver import default_workers
+
+    api_workers = args.api_workers or default_workers()
+    with BenchSystem(api=True, projector=True, relay=True, api_workers=api_workers) as bench:  # aiorch up --processors 0
         api_pid = bench.pids()["api"]
         aiorch_workers = count_api_workers(api_pid)
         classic = Classic(bench.server_url, args.workers or aiorch_workers, bench.tmp)
@@ -517,7 +532,15 @@ def _run(args: argparse.Namespace, targets: list[str], bench: BenchSystem, class
                 bench.wait_projected(bench.max_position(), 120)
 
     e2e = run_e2e(classic, args) if args.e2e_seconds > 0 else None
-    report(args, targets, results, side_groups, aiorch_workers, workers, other_before, e2e)
+    entries = report(args, targets, results, side_groups, aiorch_workers, workers, other_before, e2e)
+    others = [m.other_cores for m in results]
+    cpu_runs: dict[str, Any] = {
+        f"{m.target} {m.side} round {i // (2 * len(targets)) + 1}": {
+            "side_cpu_ms_per_request": m.side_cpu_ms_per_request(), "other_cores": m.other_cores}
+        for i, m in enumerate(results)}
+    write_summary(args.json, "compare.py", entries, statistics.median(others) if others else None, cpu_runs,
+                  other_before=other_before, other_cores_range=[min(others, default=0.0), max(others, default=0.0)],
+                  e2e=e2e, aiorch_api_processes=aiorch_workers, classic_workers=workers)
     return 0
 
 
@@ -556,7 +579,7 @@ def run_e2e(classic: Classic, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, targets: list[str], results: list[Measurement], side_groups: dict[str, list[str]],
-           aiorch_workers: int, workers: int, other_before: float, e2e: dict[str, Any] | None) -> None:
+           aiorch_workers: int, workers: int, other_before: float, e2e: dict[str, Any] | None) -> list[dict[str, Any]]:
     def med(side: str, target: str, fn: Any) -> float:
         values = [fn(m) for m in results if m.side == side and m.target == target]
         return statistics.median(values) if values else float("nan")
@@ -581,6 +604,19 @@ def report(args: argparse.Namespace, targets: list[str], results: list[Measureme
     print("  (CPU ms/req: the side's processes + its database's backends + PostgreSQL's own processes + the client)")
     print()
     print("  targets (issue 10):")
+    entries: list[dict[str, Any]] = []
+
+    def details(target: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for side in ("aiorch", "classic"):
+            out[side] = {"rate": med(side, target, lambda m: m.rate), "p50_ms": med(side, target, lambda m: m.lat("p50")),
+                         "p99_ms": med(side, target, lambda m: m.lat("p99")),
+                         "errors": med(side, target, lambda m: m.load["requests"] - m.load["ok"]),
+                         "cpu_ms_per_request": med(side, target, Measurement.side_cpu_ms_per_request),
+                         "other_cores": med(side, target, lambda m: m.other_cores)}
+        out["rounds"] = args.rounds
+        return out
+
     ratios: dict[str, float] = {}
     for target in targets:
         ratios[target] = med("aiorch", target, lambda m: m.rate) / med("classic", target, lambda m: m.rate)
@@ -589,11 +625,23 @@ def report(args: argparse.Namespace, targets: list[str], results: list[Measureme
         met = ratios["post"] >= 1.0 and p99a <= p99c
         print(f"    1. POST rate aiorch/classic {ratios['post']:.3f}× (≥ 1.0), p99 {p99a:.1f} vs {p99c:.1f} ms "
               f"(≤ classic): {'MET' if met else 'NOT MET'}")
+        rate_a, rate_c = med("aiorch", "post", lambda m: m.rate), med("classic", "post", lambda m: m.rate)
+        entries.append(target_entry(1, "POST /api/jobs/ rate", rate_a, "/s", "≥ 1.0× classic", ratios["post"] >= 1.0,
+                                    comparator=rate_c, comparator_name="classic POST", ratio=ratios["post"],
+                                    details=details("post")))
+        entries.append(target_entry(1, "POST /api/jobs/ p99", p99a, "ms", "≤ classic p99", p99a <= p99c,
+                                    comparator=p99c, comparator_name="classic POST p99", ratio=p99a / p99c if p99c else None))
     if "get" in targets:
         print(f"    2. GET by id aiorch/classic {ratios['get']:.3f}× (≥ 1.0): {'MET' if ratios['get'] >= 1.0 else 'NOT MET'}")
+        entries.append(target_entry(2, "GET /api/jobs/{id}/ rate", med("aiorch", "get", lambda m: m.rate), "/s",
+                                    "≥ 1.0× classic", ratios["get"] >= 1.0, comparator=med("classic", "get", lambda m: m.rate),
+                                    comparator_name="classic GET", ratio=ratios["get"], details=details("get")))
     if "list" in targets:
         print(f"    2. list of 50 aiorch/classic {ratios['list']:.3f}× (≥ 0.5): "
               f"{'MET' if ratios['list'] >= 0.5 else 'NOT MET'}")
+        entries.append(target_entry(2, "GET /api/jobs/?page_size=50 rate", med("aiorch", "list", lambda m: m.rate), "/s",
+                                    "≥ 0.5× classic", ratios["list"] >= 0.5, comparator=med("classic", "list", lambda m: m.rate),
+                                    comparator_name="classic list of 50", ratio=ratios["list"], details=details("list")))
     print()
     print("  CPU per role, median over rounds: ms per request (cores)")
     for target in targets:
@@ -624,6 +672,7 @@ def report(args: argparse.Namespace, targets: list[str], results: list[Measureme
               f"{e2e['post_p50']:.1f} ms): POST → running p50 {r['p50']:.1f} / p99 {r['p99']:.1f} ms, "
               f"→ completed p50 {c['p50']:.1f} / p99 {c['p99']:.1f} ms over {r['n']} jobs (database clock)")
         print("  (target 7's comparator; aiorch's JobSubmitted → JobStarted needs a processor and is not measured here)")
+    return entries
 
 
 if __name__ == "__main__":

@@ -63,17 +63,18 @@ def dump(out: Path) -> None:
 
 
 def _keep_systems() -> None:
-    """Make ``infra.cli``'s ``bootstrap`` remember every System it builds."""
-    import infra.cli
+    """Make ``infra.bootstrap.bootstrap`` (which the ``infra.cli`` commands look up when they
+    run) remember every System it builds."""
+    import infra.bootstrap
 
-    real = infra.cli.bootstrap
+    real = infra.bootstrap.bootstrap
 
     def bootstrap(*args: Any, **kwargs: Any) -> Any:
         system = real(*args, **kwargs)
         _systems.append(system)
         return system
 
-    infra.cli.bootstrap = bootstrap
+    infra.bootstrap.bootstrap = bootstrap
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:

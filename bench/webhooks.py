@@ -49,11 +49,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError  # noqa: E402
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from commands.context import Actor, Context  # noqa: E402
-from commands.messages import CompleteJob, CreateProject, StartJob, SubmitJob, UpdateProgress  # noqa: E402
-from commands.webhook_messages import CreateWebhook  # noqa: E402
+from commands.context import Actor, Context
+from commands.messages import CompleteJob, CreateProject, StartJob, SubmitJob, UpdateProgress
+from commands.webhook_messages import CreateWebhook
 
 JOB_EVENT_TYPES = ("job.created", "job.started", "job.progress", "job.completed")
 

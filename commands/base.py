@@ -1,54 +1,73 @@
-"""Plumbing shared by the command handlers: the event-store application, hooks the
-composition root fills in, and load / save with optimistic concurrency."""
+"""Plumbing shared by the command handlers: the event-store application with its
+:class:`~commands.policies.Policies`, load and save with optimistic concurrency, and the one
+retry-on-conflict wrapper every handler runs in."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Notification
 
 from commands.context import Context, acting_as
-from commands.errors import Conflict, InvalidCommand, NotFound
+from commands.errors import ConcurrentWrite, NotFound
+from commands.policies import Policies
 
 Position = int
 A = TypeVar("A")
+S = TypeVar("S", bound="ServiceBase")
+C = TypeVar("C")
+R = TypeVar("R")
+P = ParamSpec("P")
+#: Attempts of one command when another one keeps writing the same aggregate first.
 CONFLICT_RETRIES = 5
 
 
-def invalid(loc: str, msg: str) -> InvalidCommand:
-    """A 422 error about body field ``loc``."""
-    return InvalidCommand(msg, errors=[{"loc": ["body", loc], "msg": msg}])
+def retry_on_conflict(handler: Callable[Concatenate[S, C, Context, P], R]) -> Callable[Concatenate[S, C, Context, P], R]:
+    """Run the handler ``(self, cmd, ctx, ...)`` inside :func:`~commands.context.acting_as`
+    ``ctx``, from its load again when its save raises :class:`ConcurrentWrite` (at most
+    :data:`CONFLICT_RETRIES` times; then the last ConcurrentWrite propagates).
+    Commands carry no expected version, so a fresh load is the right base; a handler whose
+    command does (a claim) turns ConcurrentWrite into its own refusal instead."""
+
+    @functools.wraps(handler)
+    def run(self: S, cmd: C, ctx: Context, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                with acting_as(ctx):
+                    return handler(self, cmd, ctx, *args, **kwargs)
+            except ConcurrentWrite:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    return run
 
 
-class ServiceBase(Application):
-    """The write side's event-store application (PostgreSQL table ``aiorch_events``).
-
-    Hooks set by the composition root (defaults suit unit tests):
-
-    - ``missing_engine(type) -> [str]``: what a job type's engine lacks ([] = can run).
-    - ``effective_settings(user_id) -> {key: value}``: defaults ← global ← user.
-    - ``open_job_ids(project_id) -> [str]``: the project's pending and running jobs.
-    - ``encrypt(text) -> str``: encryption of provider API keys at rest.
-    - ``retry_policy(type) -> (max attempts, backoff base s, backoff cap s)``.
-    """
+class ServiceBase(Application[UUID]):
+    """The write side's event-store application (PostgreSQL table ``aiorch_events``; any
+    eventsourcing persistence module, e.g. ``{"PERSISTENCE_MODULE": "eventsourcing.popo"}``
+    in unit tests). ``policies`` are fixed at construction."""
 
     name = "aiorch"
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, *, policies: Policies | None = None) -> None:
         super().__init__(env)
-        self.missing_engine: Callable[[str], list[str]] = lambda _type: []
-        self.effective_settings: Callable[[str], dict[str, Any]] = lambda _user: {}
-        self.open_job_ids: Callable[[str], list[str]] = lambda _project: []
-        self.encrypt: Callable[[str], str] = _no_encryption
-        #: ``refuse_parameters(type, parameters) -> reason | None``: what the engines cannot do
-        self.refuse_parameters: Callable[[str, dict[str, Any]], str | None] = lambda _type, _params: None
-        #: ``retry_policy(type) -> (max attempts, backoff base s, backoff cap s)``
-        self.retry_policy: Callable[[str], tuple[int, float, float]] = lambda _type: (3, 2.0, 60.0)
+        self.policies = policies or Policies()
+
+    def effective_settings(self, user_id: str | None) -> dict[str, Any]:
+        """``{key: value}`` of ``user_id``'s settings: defaults ← global ← user (the policy)."""
+        return self.policies.effective_settings(user_id)
+
+    def decrypt(self, token: str) -> str:
+        """The text ``policies.encrypt`` turned into ``token``."""
+        return self.policies.decrypt(token)
 
     def _get(self, cls: type[A], aggregate_id: UUID | str) -> A | None:
+        """The aggregate of ``cls`` with that id, deleted or not (None if absent)."""
         try:
             agg: Any = self.repository.get(UUID(str(aggregate_id)))
         except (AggregateNotFoundError, ValueError):
@@ -56,21 +75,24 @@ class ServiceBase(Application):
         return agg if isinstance(agg, cls) else None
 
     def _load(self, cls: type[A], aggregate_id: UUID | str, what: str) -> A:
+        """The live aggregate of ``cls``. Raises NotFound (absent or deleted)."""
         agg = self._get(cls, aggregate_id)
         if agg is None or getattr(agg, "deleted", False):
             raise NotFound(f"no {what} {aggregate_id}")
         return agg
 
     def _save(self, *aggregates: Any) -> Position:
+        """Store the aggregates' new events in one transaction; the position of the last
+        one (the head when there were none). Raises ConcurrentWrite."""
         try:
             recordings = self.save(*aggregates)
         except IntegrityError as exc:
-            raise Conflict("the resource was changed concurrently; reload and retry") from exc
+            raise ConcurrentWrite("the resource was changed concurrently; reload and retry") from exc
         return recordings[-1].notification.id if recordings else self.head()
 
     def history(self, aggregate_id: UUID | str, *, after: int = 0, limit: int = 500) -> list[tuple[Position, Any]]:
         """The aggregate's stored events after global position ``after``, in order, as
-        ``(position, domain event)`` pairs (at most ``limit``)."""
+        ``(position, domain event)`` pairs (at most ``limit``; PostgreSQL store only)."""
         recorder: Any = self.recorder
         sql = (
             f'SELECT notification_id, originator_id, originator_version, topic, state FROM "{recorder.events_table_name}" '
@@ -98,23 +120,3 @@ class ServiceBase(Application):
     def head(self) -> Position:
         """The store's last position (0 when empty)."""
         return self.recorder.max_notification_id() or 0
-
-    def _change(self, cls: type[A], aggregate_id: UUID | str, what: str, ctx: Context, change: Callable[[A], None]) -> Position:
-        """Load, change (which authorizes and checks) and save, retrying on a concurrent
-        write: these commands carry no expected version, so a fresh load is the right base."""
-        for attempt in range(CONFLICT_RETRIES):
-            agg = self._load(cls, aggregate_id, what)
-            with acting_as(ctx):
-                change(agg)
-            if not getattr(agg, "pending_events", None):
-                return self.head()
-            try:
-                return self._save(agg)
-            except Conflict:
-                if attempt == CONFLICT_RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-
-def _no_encryption(text: str) -> str:
-    raise RuntimeError("no encryption key configured (AIORCH_ENCRYPTION_KEY)")

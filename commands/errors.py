@@ -1,45 +1,52 @@
-"""The domain exception hierarchy; the API maps each class to one problem+json status."""
+"""The domain exception hierarchy. It knows nothing of HTTP: :mod:`api.errors` maps each
+class to a problem+json status and locates each :class:`FieldError` in the request."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: One part of a field's path: an object key or a list index.
+PathPart = str | int
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid input field: its path in the command's input (``("parameters", "text")``;
+    ``()`` is the whole input) and why it is refused."""
+
+    path: tuple[PathPart, ...]
+    msg: str
 
 
 class DomainError(Exception):
-    """Base of every refusal a command can answer with."""
+    """Base of every refusal a command can answer with; ``detail`` is for people."""
 
-    status: int = 400
-    title: str = "Bad request"
-    slug: str = "bad-request"
-
-    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, detail: str, *, fields: Sequence[FieldError] = ()) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.errors = errors
+        self.fields: tuple[FieldError, ...] = tuple(fields)
 
 
 class Unauthenticated(DomainError):
     """Missing, expired, tampered or revoked credentials."""
 
-    status, title, slug = 401, "Not authenticated", "unauthenticated"
-
 
 class Forbidden(DomainError):
     """The actor may see the resource but not act on it."""
-
-    status, title, slug = 403, "Forbidden", "forbidden"
 
 
 class NotFound(DomainError):
     """No such resource, or one the actor may not see."""
 
-    status, title, slug = 404, "Not found", "not-found"
-
 
 class Conflict(DomainError):
     """The command does not fit the aggregate's current state or version."""
 
-    status, title, slug = 409, "Conflict", "conflict"
+
+class ConcurrentWrite(Conflict):
+    """Another command stored events of the aggregate first (the store's version check);
+    handlers wrapped in :func:`commands.base.retry_on_conflict` load again and retry."""
 
 
 class ClaimLost(Conflict):
@@ -51,18 +58,19 @@ class LateReport(Conflict):
 
 
 class InvalidCommand(DomainError):
-    """The command's input is invalid; ``errors`` lists ``{loc, msg}``."""
-
-    status, title, slug = 422, "Validation error", "validation-error"
+    """The command's input is invalid; ``fields`` names each refused field."""
 
 
 class UnsupportedMediaType(DomainError):
     """An uploaded file's sniffed type does not fit its field."""
 
-    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
-
 
 class PayloadTooLarge(DomainError):
     """An upload is over the size limit."""
 
-    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+def invalid(path: PathPart | Sequence[PathPart], msg: str, detail: str | None = None) -> InvalidCommand:
+    """An InvalidCommand about the field at ``path`` (a name or a path); ``detail``
+    defaults to ``msg``."""
+    parts = (path,) if isinstance(path, str | int) else tuple(path)
+    return InvalidCommand(msg if detail is None else detail, fields=[FieldError(parts, msg)])

@@ -1,4 +1,7 @@
-"""Command handlers for settings, AI agents and AI providers."""
+"""Command handlers for settings, AI agents and AI providers.
+
+Each handler reads load → check → change → save and runs in
+:func:`~commands.base.retry_on_conflict`."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ from uuid import UUID
 from pydantic import TypeAdapter, ValidationError
 
 from commands.agent import Agent, Provider
-from commands.base import Position, ServiceBase, invalid
-from commands.context import Context, acting_as
-from commands.errors import Conflict, Forbidden, InvalidCommand, NotFound
+from commands.base import Position, ServiceBase, retry_on_conflict
+from commands.context import Actor, Context
+from commands.errors import FieldError, Forbidden, InvalidCommand, NotFound, invalid
 from commands.job_parameters import SCHEMAS
 from commands.messages import (
+    ChangeSetting,
     CreateAgent,
     CreateProvider,
     DeleteAgent,
@@ -23,7 +27,7 @@ from commands.messages import (
     UpdateAgent,
     UpdateProvider,
 )
-from commands.outbound import Network, check_url
+from commands.outbound import check_url
 from commands.permissions import require_admin, require_owner, require_writer
 from commands.setting import Setting
 from commands.setting_keys import LIMIT_KEYS, check_key, validate_setting
@@ -31,6 +35,8 @@ from commands.text import clean_json, clean_optional, clean_text
 from commands.user import User
 
 PROVIDER_KINDS = ("local", "openai_compatible")
+AGENT_FIELDS = frozenset({"name", "description", "configuration", "provider_id"})
+PROVIDER_FIELDS = frozenset({"name", "base_url", "enabled", "api_key"})
 
 
 def validate_configuration(job_type: str, configuration: dict[str, Any]) -> dict[str, Any]:
@@ -42,18 +48,18 @@ def validate_configuration(job_type: str, configuration: dict[str, Any]) -> dict
     if not isinstance(configuration, dict):
         raise invalid("configuration", "must be an object")
     configuration = clean_json(configuration, "configuration")
-    errors = []
+    fields = []
     for key, value in configuration.items():
         field = schema.model_fields.get(key)
         if field is None:
-            errors.append({"loc": ["body", "configuration", key], "msg": f"a {job_type} job has no parameter {key!r}"})
+            fields.append(FieldError(("configuration", key), f"a {job_type} job has no parameter {key!r}"))
             continue
         try:
             TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(value)  # type: ignore[arg-type]
         except ValidationError as exc:
-            errors.append({"loc": ["body", "configuration", key], "msg": exc.errors()[0]["msg"]})
-    if errors:
-        raise InvalidCommand(f"invalid configuration for a {job_type} agent", errors=errors)
+            fields.append(FieldError(("configuration", key), exc.errors()[0]["msg"]))
+    if fields:
+        raise InvalidCommand(f"invalid configuration for a {job_type} agent", fields=fields)
     return configuration
 
 
@@ -65,9 +71,15 @@ def _description(description: object) -> str:
     return clean_text(description, "description", max_length=10_000, multiline=True)
 
 
-def _limit_keys_by_admins(key: str, user_id: str | None, ctx: Context) -> None:
-    """Quotas hold: a user's own value of a limit key is an admin's to set or remove."""
-    if user_id is not None and key in LIMIT_KEYS and not ctx.actor.is_admin:
+def _check_setting_access(actor: Actor, setting_id: object, key: str, user_id: str | None) -> None:
+    """Global settings are admins'; a user's setting is the user's or admins' (another's is
+    NotFound), and a user's limit keys (:data:`LIMIT_KEYS`, quotas) are admins' to set.
+    Raises Forbidden, NotFound."""
+    if user_id is None:
+        require_admin(actor, "global settings")
+    elif not actor.is_admin and user_id != actor.id:
+        raise NotFound(f"no setting {setting_id}")
+    if user_id is not None and key in LIMIT_KEYS and not actor.is_admin:
         raise Forbidden(f"only admins set a user's {key}")
 
 
@@ -75,58 +87,53 @@ class ConfigHandlers(ServiceBase):
     """Settings (global: admins; per user: the user or admins), agents (their owners and
     admins) and providers (admins)."""
 
-    #: CIDRs where providers may live although not public (``AIORCH_PROVIDER_ALLOWED_NETWORKS``)
-    provider_allowed_networks: tuple[Network, ...] = ()
-
     # -- settings ------------------------------------------------------------------------------
 
+    def _setting_user(self, user_id: str | None, actor: Actor) -> str | None:
+        if user_id is None:
+            return None
+        if not actor.is_admin and user_id != actor.id:
+            raise NotFound(f"no user {user_id!r}")
+        user = self._get(User, user_id)
+        if user is None:
+            raise invalid("user", f"no user {user_id!r}")
+        return str(user.id)
+
+    @retry_on_conflict
     def set_setting(self, cmd: SetSetting, ctx: Context) -> tuple[UUID, Position]:
         """Create or change a setting; unique per (user, key). Global settings and a user's
         limit keys (:data:`~commands.setting_keys.LIMIT_KEYS`) are admins' only.
 
         Raises Forbidden, NotFound, InvalidCommand (unknown key, invalid value or user).
         """
-        user_id: str | None = None
         if cmd.user_id is None:
             require_admin(ctx.actor, "global settings")
-        elif not ctx.actor.is_admin and cmd.user_id != ctx.actor.id:
-            raise NotFound(f"no user {cmd.user_id!r}")
-        else:
-            user = self._get(User, cmd.user_id)
-            if user is None:
-                raise invalid("user", f"no user {cmd.user_id!r}")
-            user_id = str(user.id)
+        user_id = self._setting_user(cmd.user_id, ctx.actor)
         key = check_key(cmd.key)
-        _limit_keys_by_admins(key, user_id, ctx)
+        _check_setting_access(ctx.actor, key, key, user_id)
         value = validate_setting(key, cmd.value, user_id)
-        setting_id = Setting.create_id(key, user_id)
-        for _attempt in range(5):
-            setting = self._get(Setting, setting_id)
-            with acting_as(ctx):
-                if setting is None:
-                    setting = Setting(key=key, value=value, user_id=user_id)
-                else:
-                    setting.change(value)
-            if not setting.pending_events:
-                return setting.id, self.head()
-            try:
-                return setting.id, self._save(setting)
-            except Conflict:
-                continue
-        raise Conflict("the setting kept changing; retry")
+        setting = self._get(Setting, Setting.create_id(key, user_id))
+        if setting is None:
+            setting = Setting(key=key, value=value, user_id=user_id)
+        else:
+            setting.change(value)
+        return setting.id, self._save(setting)
 
+    @retry_on_conflict
+    def change_setting(self, cmd: ChangeSetting, ctx: Context) -> Position:
+        """Give a setting a new value. Raises NotFound, Forbidden, InvalidCommand."""
+        setting = self._load(Setting, cmd.setting_id, "setting")
+        _check_setting_access(ctx.actor, cmd.setting_id, setting.key, setting.user_id)
+        setting.change(validate_setting(setting.key, cmd.value, setting.user_id))
+        return self._save(setting)
+
+    @retry_on_conflict
     def delete_setting(self, cmd: DeleteSetting, ctx: Context) -> Position:
         """Remove a setting. Raises Forbidden, NotFound."""
-
-        def change(setting: Setting) -> None:
-            if setting.user_id is None:
-                require_admin(ctx.actor, "global settings")
-            elif not ctx.actor.is_admin and setting.user_id != ctx.actor.id:
-                raise NotFound(f"no setting {cmd.setting_id}")
-            _limit_keys_by_admins(setting.key, setting.user_id, ctx)
-            setting.delete()
-
-        return self._change(Setting, cmd.setting_id, "setting", ctx, change)
+        setting = self._load(Setting, cmd.setting_id, "setting")
+        _check_setting_access(ctx.actor, cmd.setting_id, setting.key, setting.user_id)
+        setting.delete()
+        return self._save(setting)
 
     # -- agents ----------------------------------------------------------------------------------
 
@@ -138,122 +145,127 @@ class ConfigHandlers(ServiceBase):
             raise invalid("provider", f"no provider {provider_id}")
         return str(provider.id)
 
+    def _owned_agent(self, agent_id: UUID, actor: Actor) -> Agent:
+        agent = self._load(Agent, agent_id, "agent")
+        require_owner(actor, agent.owner_id, "agent", agent.id)
+        return agent
+
+    @retry_on_conflict
     def create_agent(self, cmd: CreateAgent, ctx: Context) -> tuple[UUID, Position]:
         """Save an agent owned by the actor. Raises Forbidden (viewer), InvalidCommand."""
         require_writer(ctx.actor)
         name, description = _agent_name(cmd.name), _description(cmd.description)
         configuration = validate_configuration(cmd.type, cmd.configuration)
         provider_id = self._check_provider(cmd.provider_id)
-        with acting_as(ctx):
-            agent = Agent(
-                name=name,
-                description=description,
-                type=cmd.type,
-                configuration=configuration,
-                provider_id=provider_id,
-                owner_id=ctx.actor.id,
-            )
+        agent = Agent(
+            name=name,
+            description=description,
+            type=cmd.type,
+            configuration=configuration,
+            provider_id=provider_id,
+            owner_id=ctx.actor.id,
+        )
         return agent.id, self._save(agent)
 
+    @retry_on_conflict
     def update_agent(self, cmd: UpdateAgent, ctx: Context) -> Position:
         """Change an agent (configuration re-validated against its type). ``name``,
         ``description`` and ``configuration`` may not be ``null``; ``provider_id`` ``null``
         removes the provider. Raises Forbidden, NotFound, InvalidCommand."""
-        allowed = {"name", "description", "configuration", "provider_id"}
-        unknown = set(cmd.changes) - allowed
+        agent = self._owned_agent(cmd.agent_id, ctx.actor)
+        unknown = set(cmd.changes) - AGENT_FIELDS
         if unknown:
             raise invalid(sorted(unknown)[0], "cannot be changed")
-        checked = dict(cmd.changes)
-        if "name" in checked:
-            checked["name"] = _agent_name(checked["name"])
-        if "description" in checked:
-            checked["description"] = _description(checked["description"])
-        if "configuration" in checked and checked["configuration"] is None:
-            raise invalid("configuration", "must not be null")
+        changes = dict(cmd.changes)
+        if "name" in changes:
+            changes["name"] = _agent_name(changes["name"])
+        if "description" in changes:
+            changes["description"] = _description(changes["description"])
+        if "configuration" in changes:
+            if changes["configuration"] is None:
+                raise invalid("configuration", "must not be null")
+            changes["configuration"] = validate_configuration(agent.type, changes["configuration"])
+        if "provider_id" in changes:
+            changes["provider_id"] = self._check_provider(changes["provider_id"])
+        agent.update(changes)
+        return self._save(agent)
 
-        def change(agent: Agent) -> None:
-            require_owner(ctx.actor, agent.owner_id, "agent", agent.id)
-            changes = dict(checked)
-            if "configuration" in changes:
-                changes["configuration"] = validate_configuration(agent.type, changes["configuration"])
-            if "provider_id" in changes:
-                changes["provider_id"] = self._check_provider(changes["provider_id"])
-            agent.update(changes)
-
-        return self._change(Agent, cmd.agent_id, "agent", ctx, change)
-
+    @retry_on_conflict
     def set_agent_status(self, cmd: SetAgentStatus, ctx: Context) -> Position:
-        """Activate or deactivate an agent. Raises Conflict if it already is."""
+        """Activate or deactivate an agent. Raises NotFound, Forbidden, Conflict (it already is)."""
+        agent = self._owned_agent(cmd.agent_id, ctx.actor)
+        if cmd.active:
+            agent.activate()
+        else:
+            agent.deactivate()
+        return self._save(agent)
 
-        def change(agent: Agent) -> None:
-            require_owner(ctx.actor, agent.owner_id, "agent", agent.id)
-            agent.activate() if cmd.active else agent.deactivate()
-
-        return self._change(Agent, cmd.agent_id, "agent", ctx, change)
-
+    @retry_on_conflict
     def delete_agent(self, cmd: DeleteAgent, ctx: Context) -> Position:
-        """Remove an agent."""
-
-        def change(agent: Agent) -> None:
-            require_owner(ctx.actor, agent.owner_id, "agent", agent.id)
-            agent.delete()
-
-        return self._change(Agent, cmd.agent_id, "agent", ctx, change)
+        """Remove an agent. Raises NotFound, Forbidden."""
+        agent = self._owned_agent(cmd.agent_id, ctx.actor)
+        agent.delete()
+        return self._save(agent)
 
     # -- providers ---------------------------------------------------------------------------------
 
-    def _provider_fields(self, kind: str | None, base_url: str | None) -> None:
-        if kind is not None and kind not in PROVIDER_KINDS:
-            raise invalid("kind", f"must be one of {', '.join(PROVIDER_KINDS)}")
+    def _check_base_url(self, base_url: str | None) -> None:
         if base_url is not None:  # syntax and literal addresses; names are checked per request
-            check_url(base_url, field="base_url", allowed_networks=self.provider_allowed_networks)
+            check_url(base_url, field="base_url", allowed_networks=self.policies.provider_allowed_networks)
 
+    @retry_on_conflict
     def create_provider(self, cmd: CreateProvider, ctx: Context) -> tuple[UUID, Position]:
-        """Register a provider (admins); the API key is encrypted before it is stored."""
+        """Register a provider (admins); the API key is encrypted before it is stored.
+        Raises Forbidden, InvalidCommand."""
         require_admin(ctx.actor, "providers")
         name = clean_text(cmd.name, "name", min_length=1, max_length=200, strip=True)
         base_url = clean_optional(cmd.base_url, "base_url", max_length=2000)
         api_key = clean_optional(cmd.api_key, "api_key", max_length=4000)
         if not isinstance(cmd.enabled, bool):
             raise invalid("enabled", "must be true or false")
-        self._provider_fields(cmd.kind, base_url)
+        if cmd.kind is not None and cmd.kind not in PROVIDER_KINDS:
+            raise invalid("kind", f"must be one of {', '.join(PROVIDER_KINDS)}")
+        self._check_base_url(base_url)
         if cmd.kind == "openai_compatible" and not base_url:
             raise invalid("base_url", "an openai_compatible provider needs a base_url")
-        encrypted = self.encrypt(api_key) if api_key else None
-        with acting_as(ctx):
-            provider = Provider(name=name, kind=cmd.kind, base_url=base_url, api_key_encrypted=encrypted, enabled=cmd.enabled)
+        encrypted = self.policies.encrypt(api_key) if api_key else None
+        provider = Provider(name=name, kind=cmd.kind, base_url=base_url, api_key_encrypted=encrypted, enabled=cmd.enabled)
         return provider.id, self._save(provider)
 
-    def update_provider(self, cmd: UpdateProvider, ctx: Context) -> Position:
-        """Change a provider (admins); a new ``api_key`` is encrypted, an empty or ``null``
-        one removes it. ``name`` and ``enabled`` may not be ``null``; nor may ``base_url``
-        of an openai_compatible provider."""
-        require_admin(ctx.actor, "providers")
-        changes = dict(cmd.changes)
-        unknown = set(changes) - {"name", "base_url", "enabled", "api_key"}
+    def _provider_changes(self, given: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(given) - PROVIDER_FIELDS
         if unknown:
             raise invalid(sorted(unknown)[0], "cannot be changed")
+        changes = dict(given)
         if "name" in changes:
             changes["name"] = clean_text(changes["name"], "name", min_length=1, max_length=200, strip=True)
         if "enabled" in changes and not isinstance(changes["enabled"], bool):
             raise invalid("enabled", "must be true or false")
         if "base_url" in changes:
             changes["base_url"] = clean_optional(changes["base_url"], "base_url", max_length=2000)
+            self._check_base_url(changes["base_url"])
         if "api_key" in changes:
-            changes["api_key"] = clean_optional(changes["api_key"], "api_key", max_length=4000)
-        self._provider_fields(None, changes.get("base_url"))
-        if "api_key" in changes:
-            key = changes.pop("api_key")
-            changes["api_key_encrypted"] = self.encrypt(key) if key else None
+            key = clean_optional(changes.pop("api_key"), "api_key", max_length=4000)
+            changes["api_key_encrypted"] = self.policies.encrypt(key) if key else None
+        return changes
 
-        def change(provider: Provider) -> None:
-            if "base_url" in changes and not changes["base_url"] and provider.kind == "openai_compatible":
-                raise invalid("base_url", "an openai_compatible provider needs a base_url")
-            provider.update(changes)
-
-        return self._change(Provider, cmd.provider_id, "provider", ctx, change)
-
-    def delete_provider(self, cmd: DeleteProvider, ctx: Context) -> Position:
-        """Remove a provider (admins)."""
+    @retry_on_conflict
+    def update_provider(self, cmd: UpdateProvider, ctx: Context) -> Position:
+        """Change a provider (admins); a new ``api_key`` is encrypted, an empty or ``null``
+        one removes it. ``name`` and ``enabled`` may not be ``null``; nor may ``base_url``
+        of an openai_compatible provider. Raises Forbidden, NotFound, InvalidCommand."""
         require_admin(ctx.actor, "providers")
-        return self._change(Provider, cmd.provider_id, "provider", ctx, lambda p: p.delete())
+        provider = self._load(Provider, cmd.provider_id, "provider")
+        changes = self._provider_changes(cmd.changes)
+        if "base_url" in changes and not changes["base_url"] and provider.kind == "openai_compatible":
+            raise invalid("base_url", "an openai_compatible provider needs a base_url")
+        provider.update(changes)
+        return self._save(provider)
+
+    @retry_on_conflict
+    def delete_provider(self, cmd: DeleteProvider, ctx: Context) -> Position:
+        """Remove a provider (admins). Raises Forbidden, NotFound."""
+        require_admin(ctx.actor, "providers")
+        provider = self._load(Provider, cmd.provider_id, "provider")
+        provider.delete()
+        return self._save(provider)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from uuid import UUID
 
-from commands.base import Position, ServiceBase, invalid
-from commands.context import Context, acting_as
-from commands.errors import Conflict, Forbidden, NotFound
+from commands.base import Position, ServiceBase, retry_on_conflict
+from commands.context import Context
+from commands.errors import ConcurrentWrite, Conflict, Forbidden, NotFound, invalid
 from commands.messages import ChangePassword, CreateUser, DeactivateUser, LogOut, ReactivateUser, ResetPassword, UpdateUser
 from commands.permissions import require_admin
 from commands.security import hash_password, verify_password
@@ -38,8 +38,13 @@ def _check_email(email: object) -> str | None:
 
 
 class UserHandlers(ServiceBase):
-    """Users and their credentials. Admins manage everyone; a user their own password."""
+    """Users and their credentials. Admins manage everyone; a user their own password.
+    Each handler reads load → check → change → save."""
 
+    def _user(self, user_id: UUID | str) -> User:
+        return self._load(User, user_id, "user")
+
+    @retry_on_conflict
     def create_user(self, cmd: CreateUser, ctx: Context) -> tuple[UUID, Position]:
         """Create a user. Raises Forbidden (not admin), InvalidCommand, Conflict (name taken)."""
         require_admin(ctx.actor, "user management")
@@ -50,19 +55,21 @@ class UserHandlers(ServiceBase):
             raise invalid("role", f"must be one of {', '.join(ROLES)}")
         _check_password(cmd.password)
         email = _check_email(cmd.email)
-        with acting_as(ctx):
-            user = User(username=username, role=cmd.role, email=email or None, password_hash=hash_password(cmd.password))
+        user = User(username=username, role=cmd.role, email=email or None, password_hash=hash_password(cmd.password))
         try:
             return user.id, self._save(user)
-        except Conflict:
+        except ConcurrentWrite:  # the id is the name's: it is taken (a retry would not help)
             raise Conflict(f"a user named {username!r} exists") from None
 
     def user_exists(self, username: str) -> bool:
         """Whether a user of that name is in the store."""
         return self._get(User, user_id_for(username)) is not None
 
+    @retry_on_conflict
     def update_user(self, cmd: UpdateUser, ctx: Context) -> Position:
         """Change email (the user or admins) and role (admins). Raises Forbidden, NotFound."""
+        if cmd.management:
+            require_admin(ctx.actor, "user management")
         if not ctx.actor.is_admin:
             if str(cmd.user_id) != ctx.actor.id:
                 raise NotFound(f"no user {cmd.user_id}")
@@ -71,39 +78,50 @@ class UserHandlers(ServiceBase):
         if cmd.role is not None and cmd.role not in ROLES:
             raise invalid("role", f"must be one of {', '.join(ROLES)}")
         email = _check_email(cmd.email)
-        changes = {k: v for k, v in (("email", email), ("role", cmd.role)) if v is not None}
-        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.update(changes))
+        user = self._user(cmd.user_id)
+        user.update({k: v for k, v in (("email", email), ("role", cmd.role)) if v is not None})
+        return self._save(user)
 
+    @retry_on_conflict
     def deactivate_user(self, cmd: DeactivateUser, ctx: Context) -> Position:
         """Deactivate a user (admins; not oneself). Raises Forbidden, NotFound, Conflict."""
         require_admin(ctx.actor, "user management")
         if str(cmd.user_id) == ctx.actor.id:
             raise Conflict("you cannot deactivate yourself")
-        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.deactivate())
+        user = self._user(cmd.user_id)
+        user.deactivate()
+        return self._save(user)
 
+    @retry_on_conflict
     def reactivate_user(self, cmd: ReactivateUser, ctx: Context) -> Position:
-        """Reactivate a user (admins)."""
+        """Reactivate a user (admins). Raises Forbidden, NotFound, Conflict (already active)."""
         require_admin(ctx.actor, "user management")
-        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.reactivate())
+        user = self._user(cmd.user_id)
+        user.reactivate()
+        return self._save(user)
 
+    @retry_on_conflict
     def change_password(self, cmd: ChangePassword, ctx: Context) -> Position:
         """The acting user changes their password. Raises InvalidCommand (wrong old password)."""
         _check_password(cmd.new_password, "new_password")
+        user = self._user(ctx.actor.id)
+        if not verify_password(user.password_hash, cmd.old_password):
+            raise invalid("old_password", "is not your current password")
+        user.change_password(hash_password(cmd.new_password), cmd.kept_session)
+        return self._save(user)
 
-        def change(user: User) -> None:
-            if not verify_password(user.password_hash, cmd.old_password):
-                raise invalid("old_password", "is not your current password")
-            user.change_password(hash_password(cmd.new_password), cmd.kept_session)
-
-        return self._change(User, ctx.actor.id, "user", ctx, change)
-
+    @retry_on_conflict
     def reset_password(self, cmd: ResetPassword, ctx: Context) -> Position:
-        """An admin sets a user's password; all their sessions end."""
+        """An admin sets a user's password; all their sessions end. Raises Forbidden, NotFound."""
         require_admin(ctx.actor, "password resets")
         _check_password(cmd.new_password, "new_password")
-        new_hash = hash_password(cmd.new_password)
-        return self._change(User, cmd.user_id, "user", ctx, lambda u: u.change_password(new_hash, None))
+        user = self._user(cmd.user_id)
+        user.change_password(hash_password(cmd.new_password), None)
+        return self._save(user)
 
+    @retry_on_conflict
     def log_out(self, cmd: LogOut, ctx: Context) -> Position:
         """Revoke the acting user's session ``cmd.session``."""
-        return self._change(User, ctx.actor.id, "user", ctx, lambda u: u.log_out(cmd.session))
+        user = self._user(ctx.actor.id)
+        user.log_out(cmd.session)
+        return self._save(user)

@@ -9,7 +9,7 @@ from typing import Any
 from eventsourcing.domain import event
 
 from commands.aggregate import PlatformAggregate
-from commands.errors import ClaimLost, Conflict, InvalidCommand, NotFound
+from commands.errors import ClaimLost, Conflict, NotFound, invalid
 from events.jobs import (
     JobArchived,
     JobCancelled,
@@ -116,7 +116,7 @@ class Job(PlatformAggregate):
         """
         self._require_running()
         if not 0 <= progress <= 100:
-            raise InvalidCommand("progress must be an integer 0–100", errors=[{"loc": ["progress"], "msg": "0–100"}])
+            raise invalid("progress", "0–100", "progress must be an integer 0–100")
         self._progressed(progress=max(progress, self.progress), stage=stage or self.stage)
 
     def append_logs(self, lines: list[dict[str, Any]]) -> None:
@@ -271,34 +271,3 @@ class Job(PlatformAggregate):
         self.status, self.stage, self.cancel_requested = CANCELLED, "cancelled", True
         self.error = {"code": "cancelled", "message": reason}
         self.finished_at = timestamp
-
-    # -- state ----------------------------------------------------------------------------
-
-    def state(self) -> dict[str, Any]:
-        """The job as the jobs read model holds it (columns of ``rm_jobs``), folded from
-        its events: what ``?as_of=`` answers and ``aiorch audit verify`` compares."""
-        return {
-            "id": str(self.id),
-            "project_id": self.project_id,
-            "type": self.type,
-            "status": self.status,
-            "progress": self.progress,
-            "stage": self.stage,
-            "priority": self.priority,
-            "attempt": self.attempt,
-            "parameters": self.parameters,
-            "agent_id": self.agent_id,
-            "input_files": self.input_files,
-            "created_by_id": self.owner_id,
-            "processor_id": self.processor_id,
-            "created_at": self.created_on,
-            "updated_at": self.modified_on,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": self.error,
-            "has_result": self.result is not None,
-            "cancel_requested": self.cancel_requested,
-            "archived": self.archived,
-            "demo": self.demo,
-            "version": self.version,
-        }

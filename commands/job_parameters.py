@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from commands.errors import InvalidCommand
+from commands.errors import FieldError, InvalidCommand, invalid
 from commands.text import Line, Text, clean_json
 
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
@@ -119,22 +119,19 @@ def validate_parameters(job_type: str, parameters: dict[str, Any]) -> dict[str, 
     and prompts, none at all in single-line fields).
 
     Raises:
-        InvalidCommand: unknown type or invalid parameters (``errors`` lists ``{loc, msg}``).
+        InvalidCommand: unknown type or invalid parameters (``fields`` names each).
     """
     schema = SCHEMAS.get(job_type) if isinstance(job_type, str) else None
     if schema is None:
-        raise InvalidCommand(
-            f"unknown job type {job_type!r}; known types: {', '.join(SCHEMAS)}",
-            errors=[{"loc": ["body", "type"], "msg": f"must be one of {', '.join(SCHEMAS)}"}],
+        raise invalid(
+            "type", f"must be one of {', '.join(SCHEMAS)}", f"unknown job type {job_type!r}; known types: {', '.join(SCHEMAS)}"
         )
     if not isinstance(parameters, dict):
-        raise InvalidCommand(
-            "parameters must be a JSON object", errors=[{"loc": ["body", "parameters"], "msg": "must be an object"}]
-        )
+        raise invalid("parameters", "must be an object", "parameters must be a JSON object")
     parameters = clean_json(parameters, ("parameters",))
     try:
         model = schema.model_validate(parameters)
     except ValidationError as exc:
-        errors = [{"loc": ["body", "parameters", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]
-        raise InvalidCommand(f"invalid parameters for a {job_type} job", errors=errors) from None
+        fields = [FieldError(("parameters", *map(str, e["loc"])), e["msg"]) for e in exc.errors()]
+        raise InvalidCommand(f"invalid parameters for a {job_type} job", fields=fields) from None
     return model.model_dump(exclude_unset=True)

@@ -1,14 +1,13 @@
 """What a job's reports hold, fit to store: a processor's repaired, a person's checked
 (:mod:`commands.text`). A processor's output (a remote provider's transcript, a log line, an
-error message) never makes its job fail; a person (an admin's external worker) is told 422."""
+error message) never makes its job fail; a person (an admin's external worker) is refused (InvalidCommand)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from commands.base import invalid
 from commands.context import Context
-from commands.errors import InvalidCommand
+from commands.errors import invalid
 from commands.text import clean_json, clean_text, sanitize_json, sanitize_text
 
 #: Bounds of what a job's reports hold (code points).
@@ -30,15 +29,13 @@ def report_stage(stage: object, ctx: Context) -> str:
 
 def report_lines(lines: object, ctx: Context) -> list[dict[str, Any]]:
     """``{at, level, message}`` lines fit to store: repaired when a processor reports them,
-    else checked (a message's ``loc`` is ``["body", "logs", i]``: the API takes lines as strings)."""
+    else checked (a refused line is the field ``("logs", i)``: the API takes lines as strings)."""
     if not isinstance(lines, list):
         raise invalid("logs", "must be a list")
     out = []
     for i, line in enumerate(lines):
         if not isinstance(line, dict):
-            raise InvalidCommand(
-                "a log line must be an object", errors=[{"loc": ["body", "logs", i], "msg": "must be an object"}]
-            )
+            raise invalid(("logs", i), "must be an object", "a log line must be an object")
         if from_processor(ctx):
             clean = sanitize_json(line)
             clean["message"] = sanitize_text(line.get("message", ""), max_length=MAX_LOG_MESSAGE)

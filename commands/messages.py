@@ -132,11 +132,13 @@ class ConfirmCancellation:
 
 @dataclass(frozen=True)
 class UpdateUser:
-    """Change a user's email and/or role (role: admins only)."""
+    """Change a user's email and/or role (role: admins only). ``management``: sent through
+    user management (``/api/users/``), which is admins' only even for one's own email."""
 
     user_id: UUID
     email: str | None = None
     role: str | None = None
+    management: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,14 @@ class SetSetting:
     key: str
     value: Any
     user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeSetting:
+    """Give the setting ``setting_id`` a new value (its key and user stay)."""
+
+    setting_id: UUID
+    value: Any
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ those networks although they are not public (a LAN model server); ``allow_privat
 admits every address (development). Metadata addresses and names stay refused in both cases:
 no legitimate provider or webhook lives there.
 
-Every refusal is :class:`OutboundRefused`, an :class:`~commands.errors.InvalidCommand` (422)
+Every refusal is :class:`OutboundRefused`, an :class:`~commands.errors.InvalidCommand`
 naming the field.
 """
 
@@ -36,24 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from commands.errors import InvalidCommand
-
-__all__ = [
-    "METADATA_ADDRESSES",
-    "METADATA_NAMES",
-    "Address",
-    "Network",
-    "OutboundRefused",
-    "OutboundTarget",
-    "PinnedRequest",
-    "Resolver",
-    "address_refusal",
-    "check_url",
-    "parse_networks",
-    "pin_url",
-    "resolve_host",
-    "system_resolver",
-]
+from commands.errors import FieldError, InvalidCommand
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -101,7 +84,7 @@ class OutboundRefused(InvalidCommand):
     """An outbound URL is not allowed: not http(s), malformed, or aimed at a non-public address."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field} {reason}", errors=[{"loc": ["body", field], "msg": reason}])
+        super().__init__(f"{field} {reason}", fields=[FieldError((field,), reason)])
         self.field = field
         self.reason = reason
 
@@ -315,7 +298,7 @@ def check_url(
         url: an absolute http(s) URL without user info (credentials in URLs are refused:
             parsers disagree about ``@`` and ``\\``), spaces or control characters, at most
             :data:`MAX_URL_LENGTH` characters.
-        field: the body field named in the 422 (``"base_url"``, ``"url"``, ``"webhook"``).
+        field: the input field a refusal names (``"base_url"``, ``"url"``, ``"webhook"``).
         allowed_networks: CIDRs whose addresses are admitted although not public.
         allow_private: admit every address but the metadata ones (development, tests).
         resolve: also resolve a host name and check every address (request time); else
@@ -323,7 +306,7 @@ def check_url(
         resolver: ``resolver(host, port) -> addresses``; default :func:`system_resolver`.
 
     Raises:
-        OutboundRefused: the URL is refused (422 naming ``field``).
+        OutboundRefused: the URL is refused (naming ``field``).
         OSError: ``resolve=True`` and the name does not resolve.
         ValueError: an allowed network is not a network.
     """

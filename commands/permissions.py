@@ -29,3 +29,11 @@ def require_owner(actor: Actor, owner_id: str, what: str, resource_id: object) -
     require_writer(actor)
     if owner_id != actor.id:
         raise NotFound(f"no {what} {resource_id}")
+
+
+def require_visible_job(actor: Actor, job_id: object, archived: bool) -> None:
+    """An archived job is hidden from people (admins too); processors still see it.
+
+    Raises NotFound."""
+    if archived and actor.role != "processor":
+        raise NotFound(f"no job {job_id}")

@@ -37,18 +37,6 @@ class Project(PlatformAggregate):
         self._require_live()
         self._archived()
 
-    def state(self) -> dict[str, Any]:
-        """The project as the projects read model holds it, folded from its events."""
-        return {
-            "id": str(self.id),
-            "name": self.name,
-            "description": self.description,
-            "owner_id": self.owner_id,
-            "archived": self.archived,
-            "created_at": self.created_on,
-            "updated_at": self.modified_on,
-        }
-
     def _require_live(self) -> None:
         if self.archived:
             raise NotFound(f"no project {self.id}")

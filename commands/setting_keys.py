@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from commands.base import invalid
+from commands.errors import invalid
 from commands.text import clean_json, clean_text
 
 #: Defaults under global and per-user values. ``max_file_size_mb`` is per file
@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
 LIMIT_KEYS = frozenset({"max_file_size_mb", "max_concurrent_jobs", "max_input_duration_s"})
 #: Keys the system keeps for itself (global booleans): ``demo.seeded`` marks a seeded demo.
 SYSTEM_KEYS = frozenset({"demo.seeded"})
-#: Every key a setting may have; any other → 422.
+#: Every key a setting may have; any other is refused (InvalidCommand).
 KNOWN_KEYS = frozenset(DEFAULTS) | SYSTEM_KEYS
 
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
@@ -35,7 +35,7 @@ def _number(key: str, value: Any, low: float, high: float, *, integer: bool) -> 
 
 
 def check_key(key: Any) -> str:
-    """``key`` checked (:mod:`commands.text`'s rule) and known. Raises InvalidCommand (422)."""
+    """``key`` checked (:mod:`commands.text`'s rule) and known. Raises InvalidCommand."""
     name = clean_text(key, "key", min_length=1, max_length=100)
     if name not in KNOWN_KEYS:
         raise invalid("key", f"unknown setting {name!r}; known keys: {', '.join(sorted(DEFAULTS))}")

@@ -9,7 +9,7 @@ surrogates and ``NaN``/``Infinity``, so input that breaks the rule would be stor
 event and then refused by every read model.
 
 - :func:`clean_text` / :func:`clean_json` check input from people: a refusal is an
-  :class:`~commands.errors.InvalidCommand` (422) whose ``errors`` name the field.
+  :class:`~commands.errors.InvalidCommand` whose ``fields`` name the field.
 - :func:`sanitize_text` / :func:`sanitize_json` repair output of processors (a transcript a
   remote provider returns, a log line, an error message): offending characters are replaced
   by U+FFFD and non-finite numbers by ``null``, so a job never fails for them.
@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-from commands.errors import InvalidCommand
+from commands.errors import FieldError, InvalidCommand
 
 #: One part of a field's location: an object key or a list index.
 LocPart = str | int
@@ -50,14 +50,14 @@ _MULTI_LINE_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _LINE_BREAKS = re.compile("[\t\n\r]")
 
 
-def _loc(loc: Loc, where: str) -> list[LocPart]:
-    return [where, loc] if isinstance(loc, str) else [where, *loc]
+def _path(loc: Loc) -> tuple[LocPart, ...]:
+    return (loc,) if isinstance(loc, str) else tuple(loc)
 
 
-def refusal(loc: Loc, msg: str, *, where: str = "body") -> InvalidCommand:
-    """A 422 error about the field at ``loc`` (below ``where``: ``body`` or ``header``)."""
-    path = _loc(loc, where)
-    return InvalidCommand(f"{'.'.join(map(str, path[1:]))}: {msg}", errors=[{"loc": path, "msg": msg}])
+def refusal(loc: Loc, msg: str) -> InvalidCommand:
+    """An InvalidCommand about the input field at ``loc`` (a name or a path)."""
+    path = _path(loc)
+    return InvalidCommand(f"{'.'.join(map(str, path))}: {msg}", fields=[FieldError(path, msg)])
 
 
 def text_problem(text: str, *, multiline: bool = False) -> str | None:
@@ -82,7 +82,6 @@ def clean_text(
     min_length: int = 0,
     multiline: bool = False,
     strip: bool = False,
-    where: str = "body",
 ) -> str:
     """``value`` checked by the rule and returned in NFC (stripped of surrounding spaces
     when ``strip``). A required field: ``None`` is refused.
@@ -90,27 +89,27 @@ def clean_text(
     Raises:
         InvalidCommand: not a string, ``null``, a forbidden character, or a length (in code
             points, after normalisation and stripping) outside ``min_length``–``max_length``;
-            ``errors`` is ``[{loc: [where, *loc], msg}]``.
+            its one field is ``loc``.
     """
     if value is None:
-        raise refusal(loc, "must not be null", where=where)
+        raise refusal(loc, "must not be null")
     if not isinstance(value, str):
-        raise refusal(loc, "must be a string", where=where)
+        raise refusal(loc, "must be a string")
     problem = text_problem(value, multiline=multiline)
     if problem:
-        raise refusal(loc, problem, where=where)
+        raise refusal(loc, problem)
     text = unicodedata.normalize("NFC", value)
     if strip:
         text = text.strip()
     if not min_length <= len(text) <= max_length:
         span = f"at most {max_length:,}" if min_length == 0 else f"{min_length}–{max_length:,}"
-        raise refusal(loc, f"must be {span} characters", where=where)
+        raise refusal(loc, f"must be {span} characters")
     return text
 
 
-def clean_optional(value: Any, loc: Loc, *, max_length: int, multiline: bool = False, where: str = "body") -> str | None:
+def clean_optional(value: Any, loc: Loc, *, max_length: int, multiline: bool = False) -> str | None:
     """:func:`clean_text` for a field that may be ``None`` (absent, or cleared)."""
-    return None if value is None else clean_text(value, loc, max_length=max_length, multiline=multiline, where=where)
+    return None if value is None else clean_text(value, loc, max_length=max_length, multiline=multiline)
 
 
 def clean_json(value: Any, loc: Loc, *, max_depth: int = MAX_JSON_DEPTH, max_size: int = MAX_JSON_SIZE) -> Any:

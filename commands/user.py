@@ -75,18 +75,6 @@ class User(PlatformAggregate):
         """Revoke one session (a refresh token and its access tokens)."""
         self._logged_out(session=session)
 
-    def state(self) -> dict[str, Any]:
-        """The user as the users read model holds it, folded from its events."""
-        return {
-            "id": str(self.id),
-            "username": self.username,
-            "role": self.role,
-            "email": self.email,
-            "is_active": self.is_active,
-            "password_hash": self.password_hash,
-            "created_at": self.created_on,
-        }
-
     @event(UserUpdated)
     def _updated(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 from commands.outbound import parse_networks
+from commands.policies import Policies
 from commands.service import Platform
 from commands.setting_keys import DEFAULTS
 from infra.blobs import LocalBlobStore
@@ -21,7 +22,7 @@ from infra.secrets import fernet, secure_data_dir
 from infra.settings import Settings
 from projections import queries
 from projections.follow import StoreWaiter
-from projections.generations import current_position, ensure_serving
+from projections.generations import current_position
 from projections.projector import Projector
 
 if TYPE_CHECKING:
@@ -127,6 +128,54 @@ def refuse_language(catalog: list[dict[str, Any]], job_type: str, parameters: di
     return f"no voice for {spoken!r} on this machine: {lacks} (GET /api/engines/ lists the languages)"
 
 
+class EngineCatalog:
+    """This machine's engine catalogue, computed on first use (importing the engines is slow)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self._entries: list[dict[str, Any]] | None = None
+
+    def entries(self) -> list[dict[str, Any]]:
+        """``[{type, engine, available, missing?, languages, voices}]`` (see :func:`engine_catalog`)."""
+        if self._entries is None:
+            self._entries = engine_catalog(self.model_dir)
+        return self._entries
+
+    def missing_engine(self, job_type: str) -> list[str]:
+        """What the engine of ``job_type`` lacks here ([] when it can run)."""
+        for entry in self.entries():
+            if entry["type"] == job_type:
+                return [] if entry["available"] else list(entry.get("missing") or ["engine"])
+        return []
+
+    def refuse_parameters(self, job_type: str, parameters: dict[str, Any]) -> str | None:
+        """Why the engines here cannot run these parameters (language pair, language), or None."""
+        return refuse_parameters(job_type, parameters) or refuse_language(self.entries(), job_type, parameters)
+
+
+def platform_policies(settings: Settings, engine: Engine, catalog: EngineCatalog) -> Policies:
+    """The write side's :class:`Policies` from ``settings``: this machine's engines, the
+    read models' settings and open jobs, Fernet encryption, retries and outbound rules."""
+    cipher = fernet(settings)
+
+    def retry_policy(job_type: str) -> tuple[int, float, float]:
+        attempts = settings.max_attempts.get(job_type, settings.max_attempts.get("default", 3))
+        return int(attempts), settings.retry_backoff_s, settings.retry_backoff_cap_s
+
+    return Policies(
+        missing_engine=catalog.missing_engine,
+        refuse_parameters=catalog.refuse_parameters,
+        effective_settings=lambda user_id: queries.effective_settings(engine, user_id, DEFAULTS),
+        open_job_ids=lambda project_id: queries.open_job_ids(engine, project_id),
+        encrypt=lambda text: cipher.encrypt(text.encode()).decode(),
+        decrypt=lambda token: cipher.decrypt(token.encode()).decode(),
+        retry_policy=retry_policy,
+        webhook_allow_private=settings.webhook_allow_private,
+        webhook_secret_overlap_s=settings.webhook_secret_overlap_s,
+        provider_allowed_networks=parse_networks(settings.provider_allowed_network_list),
+    )
+
+
 @dataclass
 class System:
     """Everything a role needs, built once from settings."""
@@ -136,24 +185,19 @@ class System:
     engine: Engine
     blobs: LocalBlobStore | S3BlobStore
     database_url: str
-    _catalog: list[dict[str, Any]] | None = field(default=None, repr=False)
+    engines: EngineCatalog = field(repr=False)
 
     def catalog(self) -> list[dict[str, Any]]:
         """The engine catalogue (computed once)."""
-        if self._catalog is None:
-            self._catalog = engine_catalog(self.settings.resolved_model_dir)
-        return self._catalog
+        return self.engines.entries()
 
     def missing_engine(self, job_type: str) -> list[str]:
         """What the engine of ``job_type`` lacks here ([] when it can run)."""
-        for entry in self.catalog():
-            if entry["type"] == job_type:
-                return [] if entry["available"] else list(entry.get("missing") or ["engine"])
-        return []
+        return self.engines.missing_engine(job_type)
 
     def refuse_parameters(self, job_type: str, parameters: dict[str, Any]) -> str | None:
         """Why the engines here cannot run these parameters (language pair, language), or None."""
-        return refuse_parameters(job_type, parameters) or refuse_language(self.catalog(), job_type, parameters)
+        return self.engines.refuse_parameters(job_type, parameters)
 
     def effective_settings(self, user_id: str | None) -> dict[str, Any]:
         """The user's settings: user over global over defaults."""
@@ -185,7 +229,9 @@ class System:
 
 
 def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
-    """Build the :class:`System` from ``settings`` (database URL required).
+    """Build the :class:`System` from ``settings`` (database URL required), after the schema
+    step (:func:`infra.schema.ensure_schema`; skipped with ``create_tables=False``, for a
+    command that only reads a running system).
 
     Raises:
         RuntimeError: no database URL configured and no running system found.
@@ -202,54 +248,17 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> System:
     if settings.database_url:
         url = app_database_url(settings.database_url, settings.app_database_url)
     assert url
-    if create_tables and settings.database_url:
-        from infra.schema import prepare_database
+    if create_tables:  # the schema step, before anything connects (infra.schema)
+        from infra.schema import ensure_schema
 
-        prepare_database(settings.database_url, url)
-    platform = Platform(env=store_env(url, pool_size=settings.db_pool_size, create_table=False))
-    engine = make_engine(url, pool_size=settings.db_pool_size)
+        ensure_schema(url, owner_url=settings.database_url)
     if settings.data_dir.exists():
         secure_data_dir(settings)  # an earlier version left it 0755
-    system = System(settings, platform, engine, open_blob_store(settings), url)
-    cipher = fernet(settings)
-    platform.missing_engine = system.missing_engine
-    platform.effective_settings = system.effective_settings
-    platform.open_job_ids = lambda project_id: queries.open_job_ids(engine, project_id)
-    platform.encrypt = lambda text: cipher.encrypt(text.encode()).decode()
-    platform.decrypt = lambda token: cipher.decrypt(token.encode()).decode()
-    platform.webhook_allow_private = settings.webhook_allow_private
-    platform.webhook_secret_overlap_s = settings.webhook_secret_overlap_s
-    platform.refuse_parameters = system.refuse_parameters
-    platform.provider_allowed_networks = parse_networks(settings.provider_allowed_network_list)
-    platform.retry_policy = lambda job_type: (
-        int(settings.max_attempts.get(job_type, settings.max_attempts.get("default", 3))),
-        settings.retry_backoff_s,
-        settings.retry_backoff_cap_s,
+    engine = make_engine(url, pool_size=settings.db_pool_size)
+    catalog = EngineCatalog(settings.resolved_model_dir)
+    platform = Platform(
+        store_env(url, pool_size=settings.db_pool_size, create_table=False, group_commit=settings.group_commit),
+        policies=platform_policies(settings, engine, catalog),
     )
-    if create_tables:
-        create_app_tables(engine)
+    system = System(settings, platform, engine, open_blob_store(settings), url, catalog)
     return system
-
-
-def create_app_tables(engine: Engine) -> None:
-    """The application role's own tables (read models, live tickets, throttling, refresh
-    rotations, webhook deliveries), created if absent. Roles started at the same moment on a new database
-    serialise on an advisory lock: two concurrent ``CREATE TABLE IF NOT EXISTS`` of one
-    table make PostgreSQL raise a unique violation."""
-    from sqlalchemy import func, select
-
-    from api import live, sessions, throttle
-    from projections import webhooks
-
-    key = func.hashtext("aiorch-app-tables")
-    with engine.connect() as conn:
-        conn.execute(select(func.pg_advisory_lock(key)))
-        try:
-            ensure_serving(engine)
-            live.metadata.create_all(engine)
-            throttle.metadata.create_all(engine)
-            sessions.metadata.create_all(engine)
-            webhooks.metadata.create_all(engine)
-        finally:
-            conn.execute(select(func.pg_advisory_unlock(key)))
-            conn.commit()

@@ -17,7 +17,9 @@ def _url(database_url: str) -> URL:
     return url.set(drivername="postgresql+psycopg")
 
 
-def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 5, create_table: bool = True) -> dict[str, str]:
+def store_env(
+    database_url: str, *, pool_size: int = 10, connect_timeout: int = 5, create_table: bool = True, group_commit: bool = True
+) -> dict[str, str]:
     """eventsourcing's environment for a PostgreSQL event store at ``database_url``.
 
     Accepts ``postgresql://user:pw@host:port/db`` and unix sockets as ``?host=/dir``.
@@ -26,12 +28,15 @@ def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 
     The pool (psycopg_pool) keeps one connection open and grows on demand to
     ``2 × pool_size``; connections beyond the first close after 10 idle minutes. (It used
     to open ``pool_size`` connections at start: ten per role held by an idle system.)
+
+    ``group_commit`` (default) appends concurrent commands' events in shared transactions
+    (infra/groupcommit.py); ``False`` keeps eventsourcing's one transaction per append.
     """
     url = _url(database_url)
     host = url.query.get("host") or url.host or "127.0.0.1"
     if isinstance(host, tuple):
         host = host[0]
-    return {
+    env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": url.database or "postgres",
         "POSTGRES_HOST": str(host),
@@ -45,6 +50,9 @@ def store_env(database_url: str, *, pool_size: int = 10, connect_timeout: int = 
         "POSTGRES_PRE_PING": "y",
         "CREATE_TABLE": "y" if create_table else "n",
     }
+    if group_commit:
+        env["APPLICATION_RECORDER_TOPIC"] = "infra.groupcommit:GroupCommitRecorder"
+    return env
 
 
 def conninfo(database_url: str) -> str:

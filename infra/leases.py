@@ -1,26 +1,21 @@
-"""Leases of running jobs: a claimed job is owned by one processor until its lease
-expires; heartbeats renew it. Heartbeats are cheap row updates, not events.
+"""Leases of running jobs in PostgreSQL (``job_leases``): a claimed job is owned by one
+processor until its lease expires; heartbeats renew it. Heartbeats are cheap row updates,
+not events.
 
-The reaper (in the relay process, under the relay's leadership) ends the attempt of every running job whose lease
-expired or was never written, as ``worker_lost`` — retried if attempts are left."""
+This module is the storage only: when a job counts as lost and what becomes of it is the
+reaper's policy (:mod:`processors.reaper`), which reads the leases through
+:class:`LeaseStore` (its :class:`processors.reaper.LeaseBook`)."""
 
 from __future__ import annotations
 
-import logging
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError
 
-from commands.context import Actor, Context
-from commands.errors import Conflict
-from commands.messages import EndAttempt
-from commands.service import Platform
+from processors.reaper import Claim
 from projections import tables as t
 
-log = logging.getLogger(__name__)
 metadata = MetaData()
 
 job_leases = Table(
@@ -32,18 +27,12 @@ job_leases = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
-REAPER = Actor(id="reaper", username=None, role="processor")
-
 
 class LeaseStore:
     """Leases in PostgreSQL; ``lease_s`` seconds each."""
 
     def __init__(self, engine: Engine, lease_s: float) -> None:
-        self.engine, self.lease_s = engine, lease_s
-        try:
-            metadata.create_all(engine)
-        except DBAPIError:  # another instance created it at the same moment
-            metadata.create_all(engine)
+        self.engine, self.lease_s = engine, lease_s  # its table: by the schema step (infra.schema)
 
     def _until(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.lease_s)
@@ -74,13 +63,13 @@ class LeaseStore:
         with self.engine.begin() as conn:
             conn.execute(delete(job_leases).where(job_leases.c.job_id == job_id, job_leases.c.processor_id == processor_id))
 
-    def lost_jobs(self, limit: int = 500) -> list[tuple[str, str | None, int]]:
-        """Running jobs whose lease expired, or that were claimed more than a lease ago and
-        never got one: ``[(job id, processor id, attempt)]``."""
-        now = datetime.now(UTC)
+    def suspect_claims(self, now: datetime, limit: int = 500) -> list[Claim]:
+        """Running jobs (not demo) whose lease expired before ``now``, or that were claimed
+        more than a lease before it and never got one (the rule of
+        :func:`processors.reaper.is_lost`, in SQL): at most ``limit``."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.jobs.c.id, t.jobs.c.processor_id, t.jobs.c.attempt)
+                select(t.jobs.c.id, t.jobs.c.processor_id, t.jobs.c.attempt, t.jobs.c.started_at, job_leases.c.expires_at)
                 .select_from(t.jobs.outerjoin(job_leases, job_leases.c.job_id == t.jobs.c.id))
                 .where(
                     t.jobs.c.status == "running",
@@ -92,30 +81,20 @@ class LeaseStore:
                 )
                 .limit(limit)
             ).all()
-        return [(r.id, r.processor_id, r.attempt) for r in rows]
+        return [Claim(r.id, r.processor_id, r.attempt, r.started_at, r.expires_at) for r in rows]
 
 
-def reap(platform: Platform, leases: LeaseStore) -> int:
-    """End the attempt of every job whose processor was lost; returns how many."""
-    reaped = 0
-    for job_id, processor_id, attempt in leases.lost_jobs():
-        ctx = Context(REAPER, f"reap-{job_id}-{attempt}")
-        try:
-            retry, _ = platform.end_attempt(
-                EndAttempt(
-                    uuid.UUID(job_id),
-                    "worker_lost",
-                    f"processor {processor_id} stopped renewing its lease",
-                    retryable=True,
-                    processor_id=processor_id,
-                    attempt=attempt,
-                ),
-                ctx,
-            )
-        except Conflict:
-            continue  # it finished or moved on meanwhile
-        if processor_id:
-            leases.release(job_id, processor_id)
-        log.warning("job %s: processor %s lost; %s", job_id, processor_id, "retrying" if retry else "failed for good")
-        reaped += 1
-    return reaped
+class JobLease:
+    """The lease of one claimed job (a :class:`processors.job_run.Lease`), taken on creation."""
+
+    def __init__(self, store: LeaseStore, job_id: str, processor_id: str, attempt: int) -> None:
+        self.store, self.job_id, self.processor_id = store, job_id, processor_id
+        store.acquire(job_id, processor_id, attempt)
+
+    def renew(self) -> bool:
+        """Extend the lease; False once another processor owns the job."""
+        return self.store.renew(self.job_id, self.processor_id)
+
+    def release(self) -> None:
+        """Drop the lease."""
+        self.store.release(self.job_id, self.processor_id)

@@ -24,7 +24,6 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError
 
 from processors.membership import Member
 from projections import tables as t
@@ -55,15 +54,12 @@ def _iso(at: datetime | None) -> str | None:
 
 
 class ProcessorRoster:
-    """The ``processor_members`` table (created if absent): the :class:`processors.membership.Roster`
-    the processors write, and the reads of readiness and the CLI."""
+    """The ``processor_members`` table (created by the schema step, :mod:`infra.schema`): the
+    :class:`processors.membership.Roster` the processors write, and the reads of readiness
+    and the CLI."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        try:
-            metadata.create_all(engine)
-        except DBAPIError:  # another process created it at the same moment
-            metadata.create_all(engine)
 
     def beat(self, member: Member, current_job: str | None) -> None:
         """Insert or refresh ``member``'s row (``last_heartbeat_at`` = the database's now)."""

@@ -32,7 +32,6 @@ from typing import Any
 from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy import BigInteger, Column, DateTime, Engine, MetaData, String, Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError
 
 from events import JobDeadLettered, JobRetried, JobSubmitted, to_envelope
 from infra.db import conninfo
@@ -98,11 +97,7 @@ class OutboxRelay:
         self._producer: Any = None
         self._stop = threading.Event()
         self._last_reconcile = 0.0
-        self.published = 0
-        try:
-            metadata.create_all(engine)
-        except DBAPIError:  # another instance created it at the same moment
-            metadata.create_all(engine)
+        self.published = 0  # its table: by the schema step (infra.schema)
 
     # -- position ------------------------------------------------------------------------
 

@@ -7,9 +7,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -25,15 +24,17 @@ from commands.errors import Conflict
 from commands.messages import CreateUser
 from infra.bootstrap import System
 from infra.db import conninfo
+from infra.invalid_messages import InvalidMessageTable
 from infra.leadership import Leadership
-from infra.leases import LeaseStore, reap
+from infra.leases import JobLease, LeaseStore
 from infra.membership import ProcessorRoster, processors_check
 from infra.relay import OutboxRelay
 from infra.secrets import secret_key
-from projections.follow import StoreWaiter
+from processors.reaper import Reaper
+from projections.history import JobRows, StoreHistory
 
-#: the channel the projector NOTIFYs (its position) when it commits a batch
-PROJECTED_CHANNEL = "aiorch_projected"
+if TYPE_CHECKING:
+    from processors.processor import Processor
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def api_app(system: System) -> FastAPI:
         services.broker_check = broker_check(s.kafka_bootstrap_servers)
     services.processors_check = processors_check(ProcessorRoster(system.engine))
     waiter = system.store_waiter()
+    history = StoreHistory.of_store(system.engine, system.platform.recorder, system.platform.mapper)
     services.reads = ReadWaiter(conninfo(system.database_url), system.projector_position)
     services.hub = LiveHub(
         system.platform.recorder,
@@ -66,7 +68,7 @@ def api_app(system: System) -> FastAPI:
         system.engine,
         system.projector_position,
         waiter.wait,
-        fold=lambda job_id, version: system.platform.repository.get(job_id, version=version).state(),
+        job_rows=JobRows(history),  # the job as of each pushed event, moved forward in memory
         reads=services.reads,  # stopped with the hub
         max_per_user=s.max_live_per_user,
     )
@@ -88,10 +90,10 @@ def remote_engines(system: System) -> Callable[[Any], Any]:
     def engine_for(job: Any) -> Any:
         if not job.agent_id:
             return None
-        agent = system.platform._get(Agent, job.agent_id)
+        agent = system.platform.find(Agent, job.agent_id)
         if agent is None or not agent.provider_id:
             return None
-        provider = system.platform._get(Provider, agent.provider_id)
+        provider = system.platform.find(Provider, agent.provider_id)
         if provider is None or provider.deleted or not provider.enabled or provider.kind != "openai_compatible":
             return None
         key = (str(provider.id), provider.version, job.type)
@@ -114,22 +116,6 @@ def remote_engines(system: System) -> Callable[[Any], Any]:
         return cache[key]
 
     return engine_for
-
-
-class JobLease:
-    """The lease of one claimed job, taken on creation (see :mod:`infra.leases`)."""
-
-    def __init__(self, store: LeaseStore, job_id: str, processor_id: str, attempt: int) -> None:
-        self.store, self.job_id, self.processor_id = store, job_id, processor_id
-        store.acquire(job_id, processor_id, attempt)
-
-    def renew(self) -> bool:
-        """Extend the lease; False once another processor owns the job."""
-        return self.store.renew(self.job_id, self.processor_id)
-
-    def release(self) -> None:
-        """Drop the lease."""
-        self.store.release(self.job_id, self.processor_id)
 
 
 def broker_check(bootstrap: str, ttl_s: float = 5.0) -> Callable[[], str]:
@@ -162,12 +148,12 @@ def relay(system: System) -> OutboxRelay:
     s = system.settings
     if not s.kafka_bootstrap_servers:
         raise RuntimeError("no broker: set AIORCH_KAFKA_BOOTSTRAP_SERVERS, or start the system with `aiorch up`")
-    leases = LeaseStore(system.engine, s.lease_s)
+    reap = Reaper(system.platform, LeaseStore(system.engine, s.lease_s))
     roster = ProcessorRoster(system.engine)
 
     def reaper() -> int:
         roster.prune()  # forget processors dead for a day
-        return reap(system.platform, leases)
+        return reap()
 
     return OutboxRelay(
         system.engine,
@@ -182,62 +168,6 @@ def relay(system: System) -> OutboxRelay:
         reaper=reaper,
         leadership=Leadership(conninfo(system.database_url), "relay"),
     )
-
-
-class StoreWork:
-    """``store_work(timeout_s)`` of a processor (see :class:`processors.worker.Processor`):
-    waits up to ``timeout_s`` seconds for the projector's NOTIFY (channel
-    ``aiorch_projected``, sent when the read models commit a batch), then reads the
-    ``JobSubmitted`` / ``JobRetried`` events of ``types`` stored up to the read models'
-    position since its last call (one indexed range of the notification log, never before
-    the position it first saw) and answers their work messages, as the relay publishes them.
-    A timeout answers [] without a query, so an idle processor costs one wake-up per
-    ``timeout_s``.
-
-    It follows the read models rather than the store's own NOTIFY so that a job is claimed
-    only once the read models show it pending: the answer to its submission (201 with the
-    job once the read models include it) still shows it pending, and the claim's checks
-    (priorities, the owner's running jobs) read read models that include it.
-    """
-
-    def __init__(self, system: System, types: list[str]) -> None:
-        from eventsourcing.utils import get_topic
-
-        from commands.job import Job
-
-        self.waiter = StoreWaiter(conninfo(system.database_url), PROJECTED_CHANNEL)
-        self.recorder, self.decode = system.platform.recorder, system.platform.mapper.to_domain_event
-        self.projected = system.projector_position
-        self.topics = [get_topic(Job.JobSubmitted), get_topic(Job.JobRetried)]  # as the store names them
-        self.types = set(types)
-        self.position: int | None = None
-
-    def __call__(self, timeout_s: float) -> list[dict[str, Any]]:
-        from infra.relay import work_message
-
-        if self.position is None:
-            self.position = self.projected()
-        if not self.waiter.notified(timeout_s):
-            return []
-        head = self.projected()
-        out: list[dict[str, Any]] = []
-        while self.position < head:
-            batch = self.recorder.select_notifications(
-                self.position, 100, stop=head, topics=self.topics, inclusive_of_start=False
-            )
-            for n in batch:
-                event: Any = self.decode(n)
-                if event.type in self.types and not getattr(event, "demo", False):
-                    out.append(work_message(str(event.originator_id), event.type, event.originator_version, n.id, event.priority))
-            if len(batch) < 100:
-                break
-            self.position = batch[-1].id
-        self.position = max(self.position, head)
-        return out
-
-    def close(self) -> None:
-        """Close the LISTEN connection."""
-        self.waiter.close()
 
 
 def processor_id() -> str:
@@ -266,108 +196,49 @@ def bootstrap_admin(system: System) -> None:
         pass
 
 
-def processor(system: System, types: list[str], *, processor_id_: str | None = None) -> Any:
+def processor(system: System, types: list[str], *, processor_id_: str | None = None) -> Processor:
     """A processor of ``system`` serving job ``types`` (engines built, not yet loaded).
 
     Raises RuntimeError without a broker address; ValueError for a type without an engine.
     """
-    from datetime import UTC, datetime, timedelta
-
-    from sqlalchemy import case, func, select
-
     from infra.kafka import make_consumer, work_topic
+    from infra.work import AdvisoryOwnerLocks, ReadModelWork, StoreWork
+    from processors.claims import ClaimPolicy
+    from processors.deps import ProcessorPolicies, ProcessorPorts, ProcessorTuning
     from processors.engines import build_engines
-    from processors.run import RunTuning
-    from processors.worker import Processor
-    from projections import queries
-    from projections import tables as t
+    from processors.job_run import RunTuning
+    from processors.processor import Processor
 
     s = system.settings
     if not s.kafka_bootstrap_servers:
         raise RuntimeError("no broker: set AIORCH_KAFKA_BOOTSTRAP_SERVERS, or start the system with `aiorch up`")
-    bootstrap = s.kafka_bootstrap_servers
-    topics = [work_topic(s.topic_prefix, ty) for ty in types]
+    bootstrap, topics = s.kafka_bootstrap_servers, [work_topic(s.topic_prefix, ty) for ty in types]
     engines = build_engines(types, s.resolved_model_dir)
-
-    def stale_work(job_types: list[str], exclude: list[str]) -> dict[str, Any] | None:
-        """The most urgent due job of ``job_types`` pending past the requeue threshold."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=s.requeue_after_s)
-        urgency = case({"high": 0, "normal": 1}, value=t.jobs.c.priority, else_=2)
-        with system.engine.connect() as conn:
-            row = conn.execute(
-                select(t.jobs.c.id, t.jobs.c.type, t.jobs.c.version)
-                .where(
-                    t.jobs.c.status == "pending",
-                    t.jobs.c.type.in_(job_types),
-                    t.jobs.c.updated_at < cutoff,
-                    t.jobs.c.archived.is_(False),
-                    t.jobs.c.demo.is_(False),
-                    t.jobs.c.id.not_in(exclude),
-                )
-                .order_by(urgency, t.jobs.c.created_at)
-                .limit(1)
-            ).first()
-        return {"job_id": row.id, "type": row.type, "version": row.version} if row else None
-
     proc_id = processor_id_ or processor_id()
     lease_store = LeaseStore(system.engine, s.lease_s)
-    rank = {"high": 0, "normal": 1, "low": 2}
-
-    def better_job(job_types: list[str], priority: str, job_id: str) -> dict[str, Any] | None:
-        """The oldest due pending job of ``job_types`` with a higher priority, as a work message."""
-        higher = [p for p, r in rank.items() if r < rank.get(priority, 1)]
-        if not higher:
-            return None
-        with system.engine.connect() as conn:
-            row = conn.execute(
-                select(t.jobs.c.id, t.jobs.c.type, t.jobs.c.version)
-                .where(
-                    t.jobs.c.status == "pending",
-                    t.jobs.c.type.in_(job_types),
-                    t.jobs.c.priority.in_(higher),
-                    t.jobs.c.archived.is_(False),
-                    t.jobs.c.demo.is_(False),
-                    t.jobs.c.id != job_id,
-                )
-                .order_by(t.jobs.c.created_at)
-                .limit(1)
-            ).first()
-        return {"job_id": row.id, "type": row.type, "version": row.version} if row else None
-
-    @contextmanager
-    def slot_guard(owner_id: str) -> Iterator[bool]:
-        """Serialise claims for one owner (a PostgreSQL advisory lock) and say whether
-        they run fewer than ``max_concurrent_jobs``; after a claim, hold the lock until
-        the read models show it, so the next claimer counts it."""
-        key = func.hashtext(f"aiorch-slots:{owner_id}")
-        with system.engine.connect() as conn:
-            conn.execute(select(func.pg_advisory_lock(key)))
-            try:
-                limit = int(system.effective_settings(owner_id).get("max_concurrent_jobs") or 0)
-                yield limit <= 0 or queries.running_jobs(system.engine, owner_id) < limit
-                deadline = time.monotonic() + 5.0
-                head = system.platform.head()
-                while time.monotonic() < deadline and system.projector_position() < head:
-                    time.sleep(0.01)
-            finally:
-                conn.execute(select(func.pg_advisory_unlock(key)))
-                conn.commit()
-
-    return Processor(
+    db = conninfo(system.database_url)
+    ports = ProcessorPorts(
         system.platform,
-        engines,
-        lambda: make_consumer(bootstrap, s.consumer_group, topics),
         system.blobs,
-        processor_id=proc_id,
-        tuning=RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s, s.heartbeat_s),
-        stale_work=stale_work,
-        slot_guard=slot_guard,
-        limits=system.effective_settings,
+        # raw values: the processor decodes them, so a malformed record is dead-lettered once
+        lambda: make_consumer(bootstrap, s.consumer_group, topics, value_deserializer=None),
         leases=lambda job_id, attempt: JobLease(lease_store, job_id, proc_id, attempt),
-        max_run_s=lambda job_type: float(s.max_run_s.get(job_type, s.max_run_s.get("default", 3600.0))),
-        better_job=better_job,
-        remote_engine=remote_engines(system),
-        stale_check_s=max(s.requeue_after_s, 1.0),
         roster=ProcessorRoster(system.engine),
-        store_work=StoreWork(system, types),
+        store_work=StoreWork(system.platform, system.projector_position, db, types),
+        invalid_messages=InvalidMessageTable(system.engine),
     )
+    claims = ClaimPolicy(
+        ReadModelWork(system.engine, system.projector_position, db),
+        limits=system.effective_settings,
+        locks=AdvisoryOwnerLocks(system.engine),
+        requeue_after_s=s.requeue_after_s,
+    )
+    policies = ProcessorPolicies(
+        claims=claims,
+        limits=system.effective_settings,
+        max_run_s=lambda job_type: float(s.max_run_s.get(job_type, s.max_run_s.get("default", 3600.0))),
+        remote_engine=remote_engines(system),
+    )
+    run = RunTuning(s.progress_interval_s, s.log_batch_s, s.cancel_check_s, s.heartbeat_s)
+    tuning = ProcessorTuning(run, stale_check_s=max(s.requeue_after_s, 1.0))
+    return Processor(engines, ports, processor_id=proc_id, policies=policies, tuning=tuning)

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     max_upload_bytes: int = 512 * 1024 * 1024
     db_pool_size: int = 10
+    #: append concurrent commands' events in shared transactions (infra/groupcommit.py)
+    group_commit: bool = True
     #: per job type, with a "default": attempts before a job fails for good, and the most
     #: seconds one attempt may run (then it is stopped and fails as ``timed_out``)
     max_attempts: dict[str, int] = Field(default_factory=lambda: {"default": 3})

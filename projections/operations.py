@@ -71,6 +71,7 @@ def rebuild(
     progress: Callable[[int, int, int], None] | None = None,
     keep_old: bool = False,
     grace_s: float = 1.0,
+    create: Callable[[Engine, int], None] = create_generation,
 ) -> int:
     """Build the next generation of the read models beside the serving one while writes
     continue, switch reads to it in one transaction once it has caught up, then drop the
@@ -79,12 +80,13 @@ def rebuild(
     ``progress(position, head, applied)`` is called after each batch (events committed in
     batches of ``batch_size``). An event that cannot be applied is parked for the new
     generation (``projection_failures``) and the rebuild goes on; one an operator skipped
-    in the serving generation stays skipped.
+    in the serving generation stays skipped. ``create(engine, generation)`` creates the new
+    generation's tables (the deployment's schema step, e.g. ``infra.schema.ensure_generation``).
     """
     with engine.connect() as conn:
         serving = serving_generation(conn)
         new = max([*existing_generations(conn), serving or 0]) + 1
-    create_generation(engine, new)
+    create(engine, new)
     builder = Projector(engine, source, decode, generation=new, batch_size=batch_size)
     applied = 0
     while True:

@@ -12,402 +12,19 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from functools import singledispatchmethod
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from events import (
-    DomainEvent,
-    JobArchived,
-    JobCancelled,
-    JobCancelRequested,
-    JobCompleted,
-    JobDeadLettered,
-    JobFailed,
-    JobLogsAppended,
-    JobProgressed,
-    JobRetried,
-    JobStarted,
-    JobSubmitted,
-    JobUpdated,
-    ProjectArchived,
-    ProjectCreated,
-    ProjectUpdated,
-    UserCreated,
-    UserDeactivated,
-    UserLoggedOut,
-    UserPasswordChanged,
-    UserReactivated,
-    UserUpdated,
-)
-from events.agents import (
-    AgentActivated,
-    AgentCreated,
-    AgentDeactivated,
-    AgentDeleted,
-    AgentUpdated,
-    ProviderCreated,
-    ProviderDeleted,
-    ProviderUpdated,
-)
-from events.settings import SettingChanged, SettingCreated, SettingDeleted
-from events.webhooks import WebhookEndpointEvent
 from projections import tables as t
 from projections.failures import GENERATIONS_LIKE, PARKED, SKIPPED, describe, is_transient, park, skipped_reason
 from projections.follow import NotificationSource, StoreWaiter
 from projections.generations import create_generation, current_position, ensure_serving, tracking_name
+from projections.readmodels import ReadModels
 from projections.sanitize import sanitize_event
-from projections.webhook_endpoints import apply_endpoint_event
 
 log = logging.getLogger(__name__)
-
-
-class ReadModelProjection:
-    """Applies one event to one generation's read-model tables (``tables``, see
-    :func:`projections.tables.generation`) within the caller's transaction."""
-
-    def __init__(self, tables: Any) -> None:
-        self.t = tables
-
-    @singledispatchmethod
-    def apply(self, event: DomainEvent, conn: Connection, position: int) -> None:
-        """Events no read model needs are skipped (tracking still advances)."""
-
-    @apply.register
-    def _(self, e: UserCreated, conn: Connection, position: int) -> None:
-        row = {
-            "id": str(e.originator_id),
-            "username": e.username,
-            "email": e.email,
-            "role": e.role,
-            "is_active": True,
-            "password_hash": e.password_hash,
-            "created_at": e.timestamp,
-            "updated_at": e.timestamp,
-            "position": position,
-        }
-        conn.execute(pg_insert(self.t.users).values(row).on_conflict_do_nothing())
-
-    @staticmethod
-    def _touch(conn: Connection, table: Any, e: DomainEvent, position: int, **values: Any) -> None:
-        """Update the row of ``e``'s aggregate unless it already includes ``position``."""
-        conn.execute(
-            update(table)
-            .where(table.c.id == str(e.originator_id), table.c.position < position)
-            .values(updated_at=e.timestamp, position=position, **values)
-        )
-
-    @apply.register
-    def _(self, e: UserUpdated, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.users, e, position, **{k: v for k, v in e.changes.items() if k in ("email", "role")})
-
-    @apply.register
-    def _(self, e: UserDeactivated, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.users, e, position, is_active=False)
-
-    @apply.register
-    def _(self, e: UserReactivated, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.users, e, position, is_active=True, tokens_valid_after=e.timestamp, kept_session=None)
-
-    @apply.register
-    def _(self, e: UserPasswordChanged, conn: Connection, position: int) -> None:
-        self._touch(
-            conn,
-            self.t.users,
-            e,
-            position,
-            password_hash=e.password_hash,
-            tokens_valid_after=e.timestamp,
-            kept_session=e.kept_session,
-        )
-
-    @apply.register
-    def _(self, e: UserLoggedOut, conn: Connection, position: int) -> None:
-        row = {"session": e.session, "user_id": str(e.originator_id), "revoked_at": e.timestamp}
-        conn.execute(pg_insert(self.t.revoked_sessions).values(row).on_conflict_do_nothing())
-
-    @apply.register
-    def _(self, e: ProjectUpdated, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.projects, e, position, **e.changes)
-
-    @apply.register
-    def _(self, e: ProjectArchived, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.projects, e, position, archived=True)
-
-    @apply.register
-    def _(self, e: SettingCreated, conn: Connection, position: int) -> None:
-        row = {
-            "id": str(e.originator_id),
-            "key": e.key,
-            "value": e.value,
-            "user_id": e.user_id,
-            "deleted": False,
-            "created_at": e.timestamp,
-            "updated_at": e.timestamp,
-            "position": position,
-        }
-        conn.execute(pg_insert(self.t.settings).values(row).on_conflict_do_nothing())
-
-    @apply.register
-    def _(self, e: SettingChanged, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.settings, e, position, value=e.value, deleted=False)
-
-    @apply.register
-    def _(self, e: SettingDeleted, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.settings, e, position, deleted=True)
-
-    @apply.register
-    def _(self, e: AgentCreated, conn: Connection, position: int) -> None:
-        owner = conn.execute(select(self.t.users.c.username).where(self.t.users.c.id == e.owner_id)).scalar()
-        row = {
-            "id": str(e.originator_id),
-            "name": e.name,
-            "description": e.description,
-            "type": e.type,
-            "status": "active",
-            "configuration": e.configuration,
-            "provider_id": e.provider_id,
-            "owner_id": e.owner_id,
-            "owner_username": owner,
-            "created_at": e.timestamp,
-            "updated_at": e.timestamp,
-            "position": position,
-        }
-        conn.execute(pg_insert(self.t.agents).values(row).on_conflict_do_nothing())
-
-    @apply.register
-    def _(self, e: AgentUpdated, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.agents, e, position, **e.changes)
-
-    @apply.register
-    def _(self, e: AgentActivated, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.agents, e, position, status="active")
-
-    @apply.register
-    def _(self, e: AgentDeactivated, conn: Connection, position: int) -> None:
-        self._touch(conn, self.t.agents, e, position, status="inactive")
-
-    @apply.register
-    def _(self, e: AgentDeleted, conn: Connection, position: int) -> None:
-        conn.execute(self.t.agents.delete().where(self.t.agents.c.id == str(e.originator_id)))
-
-    @apply.register
-    def _(self, e: WebhookEndpointEvent, conn: Connection, position: int) -> None:
-        apply_endpoint_event(e, self.t, conn, position)
-
-    @apply.register
-    def _(self, e: ProviderCreated, conn: Connection, position: int) -> None:
-        row = {
-            "id": str(e.originator_id),
-            "name": e.name,
-            "kind": e.kind,
-            "base_url": e.base_url,
-            "has_api_key": bool(e.api_key_encrypted),
-            "enabled": e.enabled,
-            "created_at": e.timestamp,
-            "updated_at": e.timestamp,
-            "position": position,
-        }
-        conn.execute(pg_insert(self.t.providers).values(row).on_conflict_do_nothing())
-
-    @apply.register
-    def _(self, e: ProviderUpdated, conn: Connection, position: int) -> None:
-        values = {k: v for k, v in e.changes.items() if k in ("name", "base_url", "enabled")}
-        if "api_key_encrypted" in e.changes:
-            values["has_api_key"] = bool(e.changes["api_key_encrypted"])
-        self._touch(conn, self.t.providers, e, position, **values)
-
-    @apply.register
-    def _(self, e: ProviderDeleted, conn: Connection, position: int) -> None:
-        conn.execute(self.t.providers.delete().where(self.t.providers.c.id == str(e.originator_id)))
-
-    @apply.register
-    def _(self, e: ProjectCreated, conn: Connection, position: int) -> None:
-        owner = conn.execute(select(self.t.users.c.username).where(self.t.users.c.id == e.owner_id)).scalar()
-        row = {
-            "id": str(e.originator_id),
-            "name": e.name,
-            "description": e.description,
-            "owner_id": e.owner_id,
-            "owner_username": owner or e.actor.get("username"),
-            "jobs_count": 0,
-            "archived": False,
-            "created_at": e.timestamp,
-            "updated_at": e.timestamp,
-            "position": position,
-        }
-        conn.execute(pg_insert(self.t.projects).values(row).on_conflict_do_nothing())
-
-    @apply.register
-    def _(self, e: JobSubmitted, conn: Connection, position: int) -> None:
-        row = {
-            "id": str(e.originator_id),
-            "project_id": e.project_id,
-            "type": e.type,
-            "status": "pending",
-            "progress": 0,
-            "stage": "queued",
-            "priority": e.priority,
-            "attempt": 1,
-            "agent_id": e.agent_id,
-            "parameters": e.parameters,
-            "input_files": e.input_files,
-            "created_by_id": e.owner_id,
-            "created_by_username": e.actor.get("username"),
-            "created_at": e.timestamp,
-            "updated_at": e.timestamp,
-            "has_result": False,
-            "cancel_requested": False,
-            "archived": False,
-            "demo": e.demo,
-            "version": e.originator_version,
-            "position": position,
-        }
-        inserted = conn.execute(pg_insert(self.t.jobs).values(row).on_conflict_do_nothing().returning(self.t.jobs.c.id)).first()
-        if inserted is not None:
-            conn.execute(
-                update(self.t.projects)
-                .where(self.t.projects.c.id == e.project_id)
-                .values(jobs_count=self.t.projects.c.jobs_count + 1)
-            )
-
-    def _job(self, conn: Connection, e: DomainEvent, position: int, **values: Any) -> None:
-        conn.execute(
-            update(self.t.jobs)
-            .where(self.t.jobs.c.id == str(e.originator_id), self.t.jobs.c.version < e.originator_version)
-            .values(updated_at=e.timestamp, version=e.originator_version, position=position, **values)
-        )
-
-    @apply.register
-    def _(self, e: JobUpdated, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, **e.changes)
-
-    @apply.register
-    def _(self, e: JobRetried, conn: Connection, position: int) -> None:
-        conn.execute(self.t.dead_letters.delete().where(self.t.dead_letters.c.id == str(e.originator_id)))
-        self._job(
-            conn,
-            e,
-            position,
-            status="pending",
-            attempt=e.attempt,
-            progress=0,
-            stage="queued",
-            processor_id=None,
-            started_at=None,
-            finished_at=None,
-            error=None,
-            has_result=False,
-            cancel_requested=False,
-        )
-
-    @apply.register
-    def _(self, e: JobDeadLettered, conn: Connection, position: int) -> None:
-        self._job(conn, e, position)
-        job = conn.execute(
-            select(self.t.jobs.c.type, self.t.jobs.c.created_by_id).where(self.t.jobs.c.id == str(e.originator_id))
-        ).first()
-        row = {
-            "id": str(e.originator_id),
-            "type": job.type if job else "",
-            "code": e.code,
-            "message": e.message,
-            "attempts": e.attempts,
-            "owner_id": job.created_by_id if job else "",
-            "dead_lettered_at": e.timestamp,
-            "position": position,
-        }
-        stmt = pg_insert(self.t.dead_letters).values(row)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={k: stmt.excluded[k] for k in row if k != "id"}))
-
-    @apply.register
-    def _(self, e: JobArchived, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, archived=True)
-        project = conn.execute(select(self.t.jobs.c.project_id).where(self.t.jobs.c.id == str(e.originator_id))).scalar()
-        conn.execute(
-            update(self.t.projects).where(self.t.projects.c.id == project).values(jobs_count=self.t.projects.c.jobs_count - 1)
-        )
-
-    @apply.register
-    def _(self, e: JobStarted, conn: Connection, position: int) -> None:
-        self._job(
-            conn,
-            e,
-            position,
-            status="running",
-            stage="started",
-            attempt=e.attempt,
-            processor_id=e.processor_id,
-            started_at=e.timestamp,
-            cancel_requested=False,
-        )
-
-    @apply.register
-    def _(self, e: JobProgressed, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, progress=e.progress, stage=e.stage)
-
-    @apply.register
-    def _(self, e: JobLogsAppended, conn: Connection, position: int) -> None:
-        self._job(conn, e, position)
-        rows = [
-            {
-                "job_id": str(e.originator_id),
-                "position": position,
-                "seq": i,
-                "at": datetime.fromisoformat(line["at"]),
-                "level": line.get("level", "info"),
-                "message": line["message"],
-            }
-            for i, line in enumerate(e.lines)
-        ]
-        if rows:
-            conn.execute(pg_insert(self.t.job_logs).values(rows).on_conflict_do_nothing())
-
-    @apply.register
-    def _(self, e: JobCompleted, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, status="completed", progress=100, stage="done", finished_at=e.timestamp, has_result=True)
-        owner = conn.execute(select(self.t.jobs.c.created_by_id).where(self.t.jobs.c.id == str(e.originator_id))).scalar()
-        row = {
-            "id": str(e.originator_id),
-            "job_id": str(e.originator_id),
-            "owner_id": owner or "",
-            "files": e.result.get("files", []),
-            "meta": e.result.get("meta", {}),
-            "finished_at": e.timestamp,
-            "position": position,
-        }
-        conn.execute(pg_insert(self.t.job_results).values(row).on_conflict_do_nothing())
-
-    @apply.register
-    def _(self, e: JobFailed, conn: Connection, position: int) -> None:
-        self._job(
-            conn,
-            e,
-            position,
-            status="failed",
-            finished_at=e.timestamp,
-            stage="failed",
-            error={"code": e.code, "message": e.message},
-        )
-
-    @apply.register
-    def _(self, e: JobCancelRequested, conn: Connection, position: int) -> None:
-        self._job(conn, e, position, cancel_requested=True)
-
-    @apply.register
-    def _(self, e: JobCancelled, conn: Connection, position: int) -> None:
-        self._job(
-            conn,
-            e,
-            position,
-            status="cancelled",
-            finished_at=e.timestamp,
-            stage="cancelled",
-            cancel_requested=True,
-            error={"code": "cancelled", "message": e.reason},
-        )
 
 
 class Projector:
@@ -441,7 +58,7 @@ class Projector:
         self.batch_size, self.poll_interval_s = batch_size, poll_interval_s
         self.fixed_generation = generation
         self._stop = threading.Event()
-        self._projections: dict[int, ReadModelProjection] = {}
+        self._projections: dict[int, ReadModels] = {}
         self.active = False
 
     def generation(self) -> int:
@@ -471,7 +88,7 @@ class Projector:
         name = tracking_name(generation)
         projection = self._projections.get(generation)
         if projection is None:
-            projection = self._projections[generation] = ReadModelProjection(t.generation(generation))
+            projection = self._projections[generation] = ReadModels(t.generation(generation))
         with self.engine.begin() as conn:
             # One writer per generation at a time: a concurrent runner waits here, then
             # reads the position this one committed.
@@ -491,16 +108,16 @@ class Projector:
             conn.execute(select(func.pg_notify("aiorch_projected", str(last))))  # delivered on commit (api/readwait.py)
         return len(notifications)
 
-    def _apply_batch(self, conn: Connection, projection: ReadModelProjection, name: str, notifications: Sequence[Any]) -> None:
+    def _apply_batch(self, conn: Connection, projection: ReadModels, name: str, notifications: Sequence[Any]) -> None:
         """Apply ``notifications`` in the caller's transaction. Fast path: the whole batch in
-        one savepoint. When it fails, the batch again with one savepoint per event: an
-        event that cannot be applied rolls back its own writes only and is parked
+        one savepoint, each row's writes merged (:meth:`ReadModels.apply_batch`). When it
+        fails, the batch again with one savepoint per event: an event that cannot be
+        applied rolls back its own writes only and is parked
         (:func:`projections.failures.park`), the others are applied. Database troubles
         (lost connection, deadlock) are raised, so the batch is retried whole."""
         try:
             with conn.begin_nested():
-                for n in notifications:
-                    projection.apply(sanitize_event(self.decode(n)), conn, n.id)
+                projection.apply_batch(((sanitize_event(self.decode(n)), n.id) for n in notifications), conn)
             return
         except Exception as exc:
             if is_transient(exc):
@@ -530,7 +147,7 @@ class Projector:
         name = tracking_name(generation)
         projection = self._projections.get(generation)
         if projection is None:
-            projection = self._projections[generation] = ReadModelProjection(t.generation(generation))
+            projection = self._projections[generation] = ReadModels(t.generation(generation))
         with self.engine.begin() as conn:
             conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))
             found = self.source.select_notifications(position, 1, stop=position)
@@ -584,4 +201,7 @@ class Projector:
         self._stop.set()
 
 
-__all__ = ["Projector", "ReadModelProjection", "current_position"]
+#: the name earlier versions gave the read models' applier
+ReadModelProjection = ReadModels
+
+__all__ = ["Projector", "ReadModelProjection", "ReadModels", "current_position"]

@@ -35,7 +35,8 @@ def sanitize(value: T) -> T:
 
     Two keys that differ only by unstorable characters may become one; the later wins.
     """
-    return _sanitize(value)
+    cleaned: T = _sanitize(value)
+    return cleaned
 
 
 def _sanitize(value: Any) -> Any:

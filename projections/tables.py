@@ -65,10 +65,8 @@ failures = Table(
 )
 
 
-def _build(md: MetaData, g: str) -> SimpleNamespace:
-    """The read-model tables, named ``rm_<name><g>`` (``g`` is ``""`` for the views
-    or ``_g<N>`` for generation N)."""
-    users = Table(
+def _users(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_users{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -85,7 +83,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("position", BigInteger, nullable=False),
     )
 
-    projects = Table(
+
+def _projects(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_projects{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -100,7 +100,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("position", BigInteger, nullable=False),
     )
 
-    jobs = Table(
+
+def _jobs(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_jobs{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -132,7 +134,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Index(f"ix_rm_jobs{g}_created", "created_at"),
     )
 
-    job_results = Table(
+
+def _job_results(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_job_results{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -144,7 +148,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("position", BigInteger, nullable=False),
     )
 
-    job_logs = Table(
+
+def _job_logs(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_job_logs{g}",
         md,
         Column("id", BigInteger, primary_key=True, autoincrement=True),
@@ -158,7 +164,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Index(f"ix_rm_job_logs{g}_job", "job_id", "position", "seq"),
     )
 
-    revoked_sessions = Table(
+
+def _revoked_sessions(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_revoked_sessions{g}",
         md,
         Column("session", String(64), primary_key=True),
@@ -166,7 +174,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("revoked_at", DateTime(timezone=True), nullable=False),
     )
 
-    settings = Table(
+
+def _settings(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_settings{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -179,7 +189,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("position", BigInteger, nullable=False),
     )
 
-    agents = Table(
+
+def _agents(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_agents{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -196,7 +208,9 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("position", BigInteger, nullable=False),
     )
 
-    providers = Table(
+
+def _providers(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_providers{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -209,7 +223,10 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("updated_at", DateTime(timezone=True), nullable=False),
         Column("position", BigInteger, nullable=False),
     )
-    dead_letters = Table(
+
+
+def _dead_letters(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_dead_letters{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -221,7 +238,10 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("dead_lettered_at", DateTime(timezone=True), nullable=False, index=True),
         Column("position", BigInteger, nullable=False),
     )
-    webhook_endpoints = Table(
+
+
+def _webhook_endpoints(md: MetaData, g: str) -> Table:
+    return Table(
         f"rm_webhook_endpoints{g}",
         md,
         Column("id", String(36), primary_key=True),
@@ -235,19 +255,27 @@ def _build(md: MetaData, g: str) -> SimpleNamespace:
         Column("updated_at", DateTime(timezone=True), nullable=False),
         Column("position", BigInteger, nullable=False),
     )
-    return SimpleNamespace(
-        webhook_endpoints=webhook_endpoints,
-        dead_letters=dead_letters,
-        users=users,
-        projects=projects,
-        jobs=jobs,
-        job_results=job_results,
-        job_logs=job_logs,
-        revoked_sessions=revoked_sessions,
-        settings=settings,
-        agents=agents,
-        providers=providers,
-    )
+
+
+_BUILDERS = {
+    "users": _users,
+    "projects": _projects,
+    "jobs": _jobs,
+    "job_results": _job_results,
+    "job_logs": _job_logs,
+    "revoked_sessions": _revoked_sessions,
+    "settings": _settings,
+    "agents": _agents,
+    "providers": _providers,
+    "dead_letters": _dead_letters,
+    "webhook_endpoints": _webhook_endpoints,
+}
+
+
+def _build(md: MetaData, g: str) -> SimpleNamespace:
+    """The read-model tables, named ``rm_<name><g>`` (``g`` is ``""`` for the views
+    or ``_g<N>`` for generation N)."""
+    return SimpleNamespace(**{name: build(md, g) for name, build in _BUILDERS.items()})
 
 
 #: Names of the read-model tables of every generation (and of their views).

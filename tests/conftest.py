@@ -252,6 +252,7 @@ class Runner:
         self.api_url = ""
         self._server: Any = None
         self._api_thread: Any = None
+        self.projectors: list[Any] = []
 
     def start(self, role: Any, name: str) -> Any:
         thread = threading.Thread(target=role.run_forever, name=name, daemon=True)
@@ -268,7 +269,9 @@ class Runner:
         self.threads = [(r, t) for r, t in self.threads if r is not role]
 
     def projector(self) -> Any:
-        return self.start(self.system.projector(), "projector")
+        projector = self.start(self.system.projector(), "projector")
+        self.projectors.append(projector)
+        return projector
 
     def relay(self) -> Any:
         from infra.roles import relay
@@ -295,6 +298,9 @@ class Runner:
         thread.start()
         self._api_thread = thread
         wait_until(lambda: self._server.started, 20, message="the API to start")
+        if self.projectors:  # what the test stored before (users it logs in as) is projected
+            head = self.system.platform.head()
+            wait_until(lambda: self.projectors[-1].position() >= head, 60, message="the projector to catch up")
         self.api_url = f"http://127.0.0.1:{port}"
         return self.api_url
 

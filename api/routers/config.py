@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -11,13 +10,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
-from api.auth import actor_of
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import ACCEPTED, LAGGING, AgentOut, EffectiveSettings, Page, ProviderOut, SettingOut, ok
-from api.views import agent_json, provider_json, setting_json, visible_agents
+from api.views import agent_json, provider_json, setting_json
+from commands.context import Context
 from commands.errors import NotFound
 from commands.messages import (
+    ChangeSetting,
     CreateAgent,
     CreateProvider,
     DeleteAgent,
@@ -30,6 +30,7 @@ from commands.messages import (
 )
 from commands.permissions import require_admin
 from projections import tables as t
+from projections.queries import Viewer, visible_agents
 
 settings_router = APIRouter(prefix="/api/settings", tags=["settings"])
 agents_router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -53,7 +54,7 @@ class SettingPatch(BaseModel):
     value: Any
 
 
-def visible_settings(user: dict[str, Any]) -> Any:
+def visible_settings(user: Viewer) -> Any:
     """Admins see every setting; others the global ones and their own."""
     stmt = select(t.settings).where(t.settings.c.deleted.is_(False))
     if user["role"] != "admin":
@@ -61,7 +62,7 @@ def visible_settings(user: dict[str, Any]) -> Any:
     return stmt
 
 
-def load_setting(services: Services, user: dict[str, Any], setting_id: str) -> dict[str, Any]:
+def load_setting(services: Services, user: Viewer, setting_id: str) -> dict[str, Any]:
     """A visible setting row. Raises NotFound."""
     with services.engine.connect() as conn:
         row = conn.execute(visible_settings(user).where(t.settings.c.id == setting_id)).mappings().first()
@@ -98,9 +99,7 @@ def effective_settings(services: ServicesDep, user: CurrentUser) -> dict[str, An
 @settings_router.post("/", status_code=201, responses={**ok(SettingOut, 201), **ACCEPTED})
 async def create_setting(body: SettingIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Set a global (admins) or per-user (the user or admins) setting; unique per (user, key)."""
-    setting_id, position = await asyncio.to_thread(
-        services.platform.set_setting, SetSetting(body.key, body.value, body.user), ctx
-    )
+    setting_id, position = await services.command(services.platform.set_setting, SetSetting(body.key, body.value, body.user), ctx)
     return await created(
         services,
         position,
@@ -116,9 +115,8 @@ def get_setting(setting_id: UUID, services: ServicesDep, user: CurrentUser) -> d
     return setting_json(load_setting(services, user, str(setting_id)))
 
 
-async def _set(setting_id: UUID, value: Any, services: Services, ctx: Any, user: dict[str, Any]) -> Response:
-    row = load_setting(services, user, str(setting_id))
-    _, position = await services.command(services.platform.set_setting, SetSetting(row["key"], value, row["user_id"]), ctx)
+async def _set(setting_id: UUID, value: Any, services: Services, ctx: Context, user: Viewer) -> Response:
+    position = await services.command(services.platform.change_setting, ChangeSetting(setting_id, value), ctx)
     return await after_write(services, position, lambda: setting_json(load_setting(services, user, str(setting_id))))
 
 
@@ -139,9 +137,8 @@ async def update_setting(
 
 
 @settings_router.delete("/{setting_id}/", status_code=204, response_class=Response, responses=LAGGING)
-async def delete_setting(setting_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def delete_setting(setting_id: UUID, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Remove a setting (204); the global value or the default applies again."""
-    load_setting(services, user, str(setting_id))
     position = await services.command(services.platform.delete_setting, DeleteSetting(setting_id), ctx)
     return await after_write(services, position)
 
@@ -168,7 +165,7 @@ class AgentPatch(BaseModel):
     provider: UUID | None = None
 
 
-def load_agent(services: Services, user: dict[str, Any], agent_id: str) -> dict[str, Any]:
+def load_agent(services: Services, user: Viewer, agent_id: str) -> dict[str, Any]:
     """A visible agent row. Raises NotFound."""
     with services.engine.connect() as conn:
         row = conn.execute(visible_agents(select(t.agents), user).where(t.agents.c.id == agent_id)).mappings().first()
@@ -216,9 +213,7 @@ def get_agent(agent_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[
     return agent_json(load_agent(services, user, str(agent_id)))
 
 
-async def _agent_write(agent_id: UUID, services: Services, user: dict[str, Any], command: Any, ctx: Any) -> Response:
-    load_agent(services, user, str(agent_id))
-    position = await asyncio.to_thread(command, ctx)
+async def _agent_answer(agent_id: UUID, services: Services, user: Viewer, position: int) -> Response:
     return await after_write(services, position, lambda: agent_json(load_agent(services, user, str(agent_id))))
 
 
@@ -231,9 +226,8 @@ async def replace_agent(agent_id: UUID, body: AgentIn, services: ServicesDep, ct
         "configuration": body.configuration,
         "provider_id": body.provider,
     }
-    return await _agent_write(
-        agent_id, services, user, lambda c: services.platform.update_agent(UpdateAgent(agent_id, changes), c), ctx
-    )
+    position = await services.command(services.platform.update_agent, UpdateAgent(agent_id, changes), ctx)
+    return await _agent_answer(agent_id, services, user, position)
 
 
 @agents_router.patch("/{agent_id}/", responses={**ok(AgentOut), **LAGGING})
@@ -242,31 +236,27 @@ async def update_agent(agent_id: UUID, body: AgentPatch, services: ServicesDep, 
     given = body.model_dump(exclude_unset=True)
     if "provider" in given:
         given["provider_id"] = given.pop("provider")
-    return await _agent_write(
-        agent_id, services, user, lambda c: services.platform.update_agent(UpdateAgent(agent_id, given), c), ctx
-    )
+    position = await services.command(services.platform.update_agent, UpdateAgent(agent_id, given), ctx)
+    return await _agent_answer(agent_id, services, user, position)
 
 
 @agents_router.post("/{agent_id}/activate/", responses={**ok(AgentOut), **LAGGING})
 async def activate_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Let jobs name the agent (409 if already active)."""
-    return await _agent_write(
-        agent_id, services, user, lambda c: services.platform.set_agent_status(SetAgentStatus(agent_id, True), c), ctx
-    )
+    position = await services.command(services.platform.set_agent_status, SetAgentStatus(agent_id, True), ctx)
+    return await _agent_answer(agent_id, services, user, position)
 
 
 @agents_router.post("/{agent_id}/deactivate/", responses={**ok(AgentOut), **LAGGING})
 async def deactivate_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Refuse jobs naming the agent (409 if already inactive)."""
-    return await _agent_write(
-        agent_id, services, user, lambda c: services.platform.set_agent_status(SetAgentStatus(agent_id, False), c), ctx
-    )
+    position = await services.command(services.platform.set_agent_status, SetAgentStatus(agent_id, False), ctx)
+    return await _agent_answer(agent_id, services, user, position)
 
 
 @agents_router.delete("/{agent_id}/", status_code=204, response_class=Response, responses=LAGGING)
-async def delete_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def delete_agent(agent_id: UUID, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Remove an agent (204)."""
-    load_agent(services, user, str(agent_id))
     position = await services.command(services.platform.delete_agent, DeleteAgent(agent_id), ctx)
     return await after_write(services, position)
 
@@ -302,8 +292,8 @@ def load_provider(services: Services, provider_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def _admin(user: dict[str, Any]) -> None:
-    require_admin(actor_of(user), "providers")
+def _admin(user: CurrentUser) -> None:
+    require_admin(user.actor, "providers")
 
 
 @providers_router.get("/", dependencies=[ReadPosition], response_model=None, responses=ok(Page[ProviderOut]))
@@ -338,18 +328,14 @@ def get_provider(provider_id: UUID, services: ServicesDep, user: CurrentUser) ->
     return provider_json(load_provider(services, str(provider_id)))
 
 
-async def _provider_write(provider_id: UUID, changes: dict[str, Any], services: Services, ctx: Any) -> Response:
-    load_provider(services, str(provider_id))
+async def _provider_write(provider_id: UUID, changes: dict[str, Any], services: Services, ctx: Context) -> Response:
     position = await services.command(services.platform.update_provider, UpdateProvider(provider_id, changes), ctx)
     return await after_write(services, position, lambda: provider_json(load_provider(services, str(provider_id))))
 
 
 @providers_router.put("/{provider_id}/", responses={**ok(ProviderOut), **LAGGING})
-async def replace_provider(
-    provider_id: UUID, body: ProviderIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
-) -> Response:
+async def replace_provider(provider_id: UUID, body: ProviderIn, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Replace a provider's fields (admins; its kind stays)."""
-    _admin(user)
     changes = body.model_dump(exclude={"kind"})
     if changes["api_key"] is None:  # write-only: a replacement that omits it keeps it
         del changes["api_key"]
@@ -357,18 +343,13 @@ async def replace_provider(
 
 
 @providers_router.patch("/{provider_id}/", responses={**ok(ProviderOut), **LAGGING})
-async def update_provider(
-    provider_id: UUID, body: ProviderPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser
-) -> Response:
+async def update_provider(provider_id: UUID, body: ProviderPatch, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Change a provider (admins)."""
-    _admin(user)
     return await _provider_write(provider_id, body.model_dump(exclude_unset=True), services, ctx)
 
 
 @providers_router.delete("/{provider_id}/", status_code=204, response_class=Response, responses=LAGGING)
-async def delete_provider(provider_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def delete_provider(provider_id: UUID, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Remove a provider (admins, 204)."""
-    _admin(user)
-    load_provider(services, str(provider_id))
     position = await services.command(services.platform.delete_provider, DeleteProvider(provider_id), ctx)
     return await after_write(services, position)

@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -22,35 +21,30 @@ from starlette.background import BackgroundTask
 from api.auth import ALGORITHM
 from api.deps import CurrentUser, Services, ServicesDep, bearer, check_token
 from api.errors import ServiceUnavailable, problem
+from api.history_items import history_item, item_of
 from api.job_access import load_job
-from api.live import Feed, LiveConnection, Subscriber, issue_sse_ticket, sse_ticket_claims, token_still_valid
-from api.pagination import PageParams, page_params, paginate_list
+from api.live import Feed, LiveConnection, Subscriber, token_still_valid
+from api.pagination import PageParams, envelope, page_params, page_window
 from api.schemas import HistoryItem, Page, events_responses, ok
-from commands.errors import InvalidCommand, NotFound, Unauthenticated
-from commands.job import FINISHED, Job
-from events import to_envelope
+from api.tickets import issue_sse_ticket, sse_ticket_claims
+from api.time_travel import MAX_POSITION, store_history
+from commands.errors import Unauthenticated
+from events.enums import FINISHED_STATUSES as FINISHED
 
 router = APIRouter(prefix="/api/jobs", tags=["history"])
 tickets = APIRouter(tags=["history"])
 KEEP_ALIVE_S = 15.0
-ITEM_FIELDS = ("position", "version", "type", "occurred_at", "actor", "correlation_id", "data")
-MAX_AS_OF_CHARS = 64  # the longest ISO 8601 time is about 35 characters
-MAX_POSITION = 2**63 - 1  # positions are PostgreSQL bigints
-
-
-def history_item(position: int, event: Any) -> dict[str, Any]:
-    """``{position, version, type, occurred_at, actor, correlation_id, data}``."""
-    return item_of(to_envelope(event, position))
-
-
-def item_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    """The history item of an event envelope (``events.to_envelope``)."""
-    return {k: envelope[k] for k in ITEM_FIELDS}
+REPLAY_BATCH = 500  # events read and decoded at a time when a stream replays from the store
 
 
 def _page(request: Request, services: Services, job_id: UUID, after: int, params: PageParams) -> dict[str, Any]:
-    events = services.platform.history(job_id, after=after, limit=100_000)
-    return paginate_list(request, [history_item(p, e) for p, e in events], params)
+    """One page of the job's events after ``after``: counted and fetched in SQL, only the
+    page's events decoded."""
+    history = store_history(services)
+    count = history.count(job_id, after=after)
+    number = page_window(params, count)
+    entries = history.page(job_id, after=after, limit=params.page_size, offset=(number - 1) * params.page_size)
+    return envelope(request, number, params, count, [history_item(p, e) for p, e in entries])
 
 
 @router.get("/{job_id}/history/", response_model=None, responses=ok(Page[HistoryItem]))
@@ -65,40 +59,6 @@ def job_history(
     """Every stored event of the job, in order, from the event store (paginated)."""
     load_job(services, user, str(job_id))
     return _page(request, services, job_id, after, params)
-
-
-def fold_as_of(services: Services, job_id: UUID, as_of: str) -> Job:
-    """The job folded from its events up to a global position or an ISO 8601 time.
-
-    Raises InvalidCommand (unparsable ``as_of``), NotFound (the job did not exist then).
-    """
-    bad = InvalidCommand(
-        "as_of must be a position or an ISO 8601 time",
-        errors=[{"loc": ["query", "as_of"], "msg": "not a position or time"}],
-    )
-    position: int | None = None
-    when: datetime | None = None
-    if len(as_of) > MAX_AS_OF_CHARS or not as_of.isascii():
-        raise bad
-    if as_of.isdigit():
-        position = int(as_of)  # ASCII digits only ("²" is a digit to str.isdigit), ≤ 64 of them
-    else:
-        try:
-            when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-        except ValueError:
-            raise bad from None
-        if when.tzinfo is None:
-            raise InvalidCommand("as_of needs a time zone", errors=[{"loc": ["query", "as_of"], "msg": "add Z or +00:00"}])
-    events = services.platform.history(job_id, limit=1_000_000)
-    if position is not None:
-        version = max((e.originator_version for p, e in events if p <= position), default=0)
-    else:
-        assert when is not None
-        version = max((e.originator_version for _, e in events if e.timestamp <= when), default=0)
-    if version == 0:
-        raise NotFound(f"job {job_id} did not exist then")
-    job: Job = services.platform.repository.get(job_id, version=version)
-    return job
 
 
 class SseTicketIn(BaseModel):
@@ -216,7 +176,7 @@ def _frame(item: dict[str, Any]) -> str:
 def _finished_at(services: Services, job_id: UUID, position: int) -> bool:
     """Whether the job is finished and has no event after ``position`` (blocking)."""
     job = services.platform.get_job(job_id)
-    return job.status in FINISHED and not services.platform.history(job_id, after=position, limit=1)
+    return job.status in FINISHED and not store_history(services).page(job_id, after=position, limit=1)
 
 
 async def _sse(
@@ -228,11 +188,15 @@ async def _sse(
     delivered = after
     try:
         upto = hub.subscribe(sub)  # live messages queue up from here: no gap, no duplicate
-        for pos, event in await asyncio.to_thread(services.platform.history, job_id, after=after, limit=1_000_000):
-            if pos > upto:
+        history = store_history(services)
+        while page := await asyncio.to_thread(history.page, job_id, after=delivered, limit=REPLAY_BATCH):
+            for pos, event in page:
+                if pos > upto:
+                    break
+                yield _frame(history_item(pos, event))
+                delivered = pos
+            if len(page) < REPLAY_BATCH or page[-1][0] > upto:
                 break
-            yield _frame(history_item(pos, event))
-            delivered = pos
         if await asyncio.to_thread(_finished_at, services, job_id, delivered):
             return
         revocation = asyncio.ensure_future(revoked.wait())

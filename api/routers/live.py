@@ -13,22 +13,15 @@ from uuid import UUID
 import jwt
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
+from starlette.websockets import WebSocketState
 
 from api.auth import ALGORITHM
 from api.deps import CurrentUser, Services, ServicesDep, check_token
-from api.live import (
-    TICKET_TTL_S,
-    Feed,
-    LiveConnection,
-    Subscriber,
-    issue_ticket,
-    redeem_ticket,
-    render,
-    token_still_valid,
-)
-from api.views import job_json, visible_jobs
+from api.live import Feed, LiveConnection, Subscriber, render, token_still_valid
+from api.tickets import TICKET_TTL_S, issue_ticket, redeem_ticket
+from api.views import job_json
 from commands.errors import DomainError
-from projections import tables as t
+from projections.queries import job_by_id
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +64,11 @@ def parse_after(value: Any) -> int | None:
     raise ValueError("after must be a non-negative integer")
 
 
-async def _authenticate(ws: WebSocket, services: Services) -> tuple[dict[str, Any], int | None, str, float] | None:
+#: ``(user row, after, access token, expiry in Unix seconds)`` of an authenticated WebSocket
+Auth = tuple[dict[str, Any], int | None, str, float]
+
+
+async def _authenticate(ws: WebSocket, services: Services) -> Auth | None:
     """``(user row, after, access token, expiry in Unix seconds)`` from ``?ticket=`` or a
     first ``{"type": "auth", "token", "after"?}`` message; None for bad auth of any kind
     (unknown ticket, bad JSON, a wrong ``after``...)."""
@@ -105,30 +102,86 @@ def _token_of(services: Services, claims: dict[str, Any]) -> str:
 
 
 def _visible(services: Services, user: dict[str, Any], job_id: str | None) -> bool:
-    from sqlalchemy import select
-
     try:
         UUID(str(job_id))
     except ValueError:
         return False
-    with services.engine.connect() as conn:
-        return conn.execute(visible_jobs(select(t.jobs.c.id), user).where(t.jobs.c.id == job_id)).first() is not None
+    return job_by_id(services.engine, str(job_id), user) is not None
+
+
+async def _accepted(ws: WebSocket) -> None:
+    """Complete the handshake unless it is complete already."""
+    if ws.client_state == WebSocketState.CONNECTING:
+        await ws.accept()
+
+
+async def _admit(ws: WebSocket, services: Services, kind: str, job_id: str | None) -> Auth | None:
+    """Authenticate the WebSocket; None once it is closed: 4401 for bad auth, 4403 for
+    ``/ws/events/`` of a non-admin or a job the user may not see. A ``?ticket=`` connection
+    is authenticated before the handshake completes (the caller completes it once
+    subscribed: every event stored after the client's connect returned reaches it); one
+    that authenticates by its first message is accepted first (its ``after`` closes the gap)."""
+    if not ws.query_params.get("ticket"):
+        await ws.accept()
+    auth = await _authenticate(ws, services)
+    if auth is None:
+        await _accepted(ws)
+        await ws.close(code=BAD_AUTH)
+        return None
+    user = auth[0]
+    if (kind == "events" and user["role"] != "admin") or (
+        kind == "job" and not await asyncio.to_thread(_visible, services, user, job_id)
+    ):
+        await _accepted(ws)
+        await ws.close(code=FORBIDDEN)
+        return None
+    return auth
+
+
+async def _watch_client(ws: WebSocket, serving: asyncio.Task[Any] | None) -> None:
+    """Cancel the sender as soon as the client goes away."""
+    with contextlib.suppress(Exception):
+        while True:
+            await ws.receive_text()
+    if serving is not None:
+        serving.cancel()
+
+
+async def _stream(ws: WebSocket, services: Services, sub: Subscriber, user: dict[str, Any], after: int | None, upto: int) -> None:
+    """Send what the feed missed since ``after`` (up to ``upto``), then live messages, with a
+    ping every ``PING_S`` s; a subscriber that fell behind is told ``resync_required`` and
+    closed with 1013. Returns only then; raises WebSocketDisconnect or CancelledError."""
+    delivered = after or 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal delivered
+        if message.get("job") is not None:
+            message = {**message, "job": job_json(message["job"], services.signer.for_user(user))}
+        await ws.send_text(json.dumps(message, default=str))
+        delivered = message["position"]
+
+    if after is not None:
+        for replayed in await asyncio.to_thread(_replay, services, sub.feed, after, upto):
+            await send(replayed)
+    while True:
+        try:
+            message = await asyncio.wait_for(sub.queue.get(), PING_S)
+        except TimeoutError:
+            await ws.send_text(json.dumps({"type": "ping"}))
+            continue
+        if message is None:
+            await ws.send_text(json.dumps({"type": "resync_required", "position": delivered}))
+            await ws.close(code=1013)
+            return
+        await send(message)
 
 
 async def _serve(ws: WebSocket, kind: str, job_id: str | None = None) -> None:
     services: Services = ws.app.state.services
-    await ws.accept()
-    auth = await _authenticate(ws, services)
+    auth = await _admit(ws, services, kind, job_id)
     if auth is None:
-        await ws.close(code=BAD_AUTH)
         return
     user, after, token, expires_at = auth
-    if kind == "events" and user["role"] != "admin":
-        await ws.close(code=FORBIDDEN)
-        return
-    if kind == "job" and not await asyncio.to_thread(_visible, services, user, job_id):
-        await ws.close(code=FORBIDDEN)
-        return
     hub = services.hub
     loop = asyncio.get_running_loop()
     serving = asyncio.current_task()
@@ -139,54 +192,25 @@ async def _serve(ws: WebSocket, kind: str, job_id: str | None = None) -> None:
 
     connection = LiveConnection(str(user["id"]), lambda: token_still_valid(services, token), loop, on_revoke)
     if not hub.open(connection):
+        await _accepted(ws)
         await ws.close(code=TOO_MANY, reason="too many live connections")
         return
     expiry = loop.call_later(max(0.0, expires_at - time.time()), connection.revoke)
-    feed = Feed(kind, user, job_id)
-    sub = Subscriber(feed, loop, asyncio.Queue(maxsize=hub.queue_size))
+    sub = Subscriber(Feed(kind, user, job_id), loop, asyncio.Queue(maxsize=hub.queue_size))
     try:
         upto = hub.subscribe(sub)
+        await _accepted(ws)
     except BaseException:
         expiry.cancel()
+        hub.unsubscribe(sub)
         hub.close(connection)
         raise
     metrics = getattr(ws.app.state, "metrics", None)
     if metrics is not None:
         metrics.ws_connections += 1
-    delivered = after or 0
-
-    async def watch_client() -> None:
-        """Cancel the sender as soon as the client goes away."""
-        with contextlib.suppress(Exception):
-            while True:
-                await ws.receive_text()
-        if serving is not None:
-            serving.cancel()
-
-    watcher = asyncio.create_task(watch_client())
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal delivered
-        if message.get("job") is not None:
-            message = {**message, "job": job_json(message["job"], services.signer.for_user(user))}
-        await ws.send_text(json.dumps(message, default=str))
-        delivered = message["position"]
-
+    watcher = asyncio.create_task(_watch_client(ws, serving))
     try:
-        if after is not None:
-            for replayed in await asyncio.to_thread(_replay, services, feed, after, upto):
-                await send(replayed)
-        while True:
-            try:
-                message = await asyncio.wait_for(sub.queue.get(), PING_S)
-            except TimeoutError:
-                await ws.send_text(json.dumps({"type": "ping"}))
-                continue
-            if message is None:
-                await ws.send_text(json.dumps({"type": "resync_required", "position": delivered}))
-                await ws.close(code=1013)
-                return
-            await send(message)
+        await _stream(ws, services, sub, user, after, upto)
     except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
         if connection.revoked:  # token expired, session revoked or user deactivated
             if serving is not None:

@@ -17,7 +17,6 @@ from sqlalchemy import func, select, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import audit_log
-from api.auth import actor_of
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import METRICS, AuditEntry, DeadLetter, EngineOut, Lagging, Live, Page, Ready, Redriven, ok
@@ -103,6 +102,7 @@ class _StoreCollector(Collector):
         with self.services.engine.connect() as conn:
             projected = conn.execute(select(t.tracking.c.position, t.tracking.c.updated_at)).all()
             relay = conn.execute(text("SELECT position FROM relay_tracking LIMIT 1")).scalar() if _has_relay(conn) else None
+            invalid = _invalid_messages(conn)
             f = t.failures
             failed = conn.execute(
                 select(f.c.name, f.c.state, func.count()).where(visible(_serving_name(conn))).group_by(f.c.name, f.c.state)
@@ -149,11 +149,23 @@ class _StoreCollector(Collector):
         yield parked
         yield recorded
         yield GaugeMetricFamily("aiorch_websocket_connections", "Open WebSocket connections", value=self.metrics.ws_connections)
+        yield invalid
 
 
 def _serving_name(conn: Any) -> str | None:
     generation = serving_generation(conn)
     return tracking_name(generation) if generation is not None else None
+
+
+def _invalid_messages(conn: Any) -> CounterMetricFamily:
+    """Kafka records the processors dead-lettered (``invalid_messages``), by topic."""
+    counter = CounterMetricFamily(
+        "aiorch_invalid_messages", "Kafka records processors dead-lettered as invalid", labels=["topic"]
+    )
+    if conn.execute(text("SELECT to_regclass('invalid_messages') IS NOT NULL")).scalar():
+        for topic, n in conn.execute(text("SELECT topic, count(*) FROM invalid_messages GROUP BY topic")):
+            counter.add_metric([topic], n)
+    return counter
 
 
 def _has_relay(conn: Any) -> bool:
@@ -243,7 +255,7 @@ def audit(
 ) -> dict[str, Any]:
     """Command attempts, newest first (admins). Filters ``?actor=`` (user id or username),
     ``?outcome=``, ``?command=`` (e.g. SubmitJob), ``?since=``."""
-    require_admin(actor_of(user), "the audit log")
+    require_admin(user.actor, "the audit log")
     stmt = select(audit_log)
     if actor:
         stmt = stmt.where((audit_log.c.actor_id == actor) | (audit_log.c.actor_username == actor))
@@ -283,7 +295,7 @@ def dead_letters(
     type: str | None = None,
 ) -> dict[str, Any]:
     """Jobs that exhausted their attempts, newest first (admins). ``?type=``."""
-    require_admin(actor_of(user), "dead letters")
+    require_admin(user.actor, "dead letters")
     stmt = select(t.dead_letters)
     if type:
         stmt = stmt.where(t.dead_letters.c.type == type)

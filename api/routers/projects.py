@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,18 +12,19 @@ from sqlalchemy import select
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import ACCEPTED, LAGGING, JobOut, Page, ProjectIn, ProjectOut, ok
-from api.views import job_json, project_json, visible_jobs, visible_projects
+from api.views import job_json, project_json
+from commands.context import Context
 from commands.errors import NotFound
 from commands.messages import ArchiveProject, CreateProject, UpdateProject
 from projections import tables as t
-from projections.queries import order_by, search_filter
+from projections.queries import Viewer, order_by, search_filter, visible_jobs, visible_projects
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 #: ``?ordering=`` fields (comma-separated, ``-`` for descending; unknown ones are ignored)
 ORDERING_FIELDS = ("name", "created_at")
 
 
-def load_project(services: ServicesDep, user: dict[str, Any], project_id: str) -> dict[str, Any]:
+def load_project(services: Services, user: Viewer, project_id: str) -> dict[str, Any]:
     """A visible project's row. Raises NotFound."""
     with services.engine.connect() as conn:
         row = conn.execute(visible_projects(select(t.projects), user).where(t.projects.c.id == project_id)).mappings().first()
@@ -65,7 +65,7 @@ def list_projects(
 )
 async def create_project(body: ProjectIn, response: Response, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Any:
     """Create a project owned by the caller (editors and admins)."""
-    project_id, position = await asyncio.to_thread(
+    project_id, position = await services.command(
         services.platform.create_project, CreateProject(body.name, body.description), ctx
     )
     return await created(
@@ -112,9 +112,8 @@ class ProjectPatch(BaseModel):
 
 
 async def _update(
-    project_id: UUID, name: str | None, description: str | None, services: Services, ctx: Any, user: dict[str, Any]
+    project_id: UUID, name: str | None, description: str | None, services: Services, ctx: Context, user: Viewer
 ) -> Response:
-    load_project(services, user, str(project_id))
     position = await services.command(services.platform.update_project, UpdateProject(project_id, name, description), ctx)
     return await after_write(services, position, lambda: project_json(load_project(services, user, str(project_id))))
 
@@ -136,9 +135,8 @@ async def update_project(
 
 
 @router.delete("/{project_id}/", status_code=204, response_class=Response, responses=LAGGING)
-async def archive_project(project_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def archive_project(project_id: UUID, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Archive a project (204): it leaves lists, its history stays replayable; its pending
     jobs are cancelled and running ones asked to stop."""
-    load_project(services, user, str(project_id))
     position = await services.command(services.platform.archive_project, ArchiveProject(project_id), ctx)
     return await after_write(services, position)

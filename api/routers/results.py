@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
 from api.deps import CurrentUser, ReadPosition, ServicesDep
+from api.job_access import load_job, result_of, result_row
 from api.pagination import PageParams, page_params, paginate
-from api.routers.jobs import load_job, result_of, result_row
 from api.schemas import JobOut, Page, ResultOut, ok
-from api.views import job_json, result_json, visible_jobs
+from api.views import job_json, result_json
 from projections import tables as t
+from projections.queries import visible_jobs
 
 router = APIRouter(prefix="/api/job-results", tags=["results"])
 

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from api import sessions
 from api.auth import session_of
-from api.deps import Services, ServicesDep, check_token, request_id
-from api.errors import problem
+from api.deps import Services, ServicesDep, check_token
+from api.errors import problem, request_id
 from api.schemas import Credentials, Empty, RefreshBody, TokenPair, VerifyBody
 from api.throttle import Throttled
 from commands.context import Actor, Context
@@ -52,9 +52,19 @@ router = APIRouter(prefix="/api/token", tags=["auth"], route_class=NoStoreRoute)
 
 
 def _user_by_name(services: Services, username: str) -> dict[str, Any] | None:
-    with services.engine.connect() as conn:
-        row = conn.execute(select(t.users).where(func.lower(t.users.c.username) == username)).mappings().first()
-    return dict(row) if row else None
+    """The users read model's row of ``username`` (lower case), or None. A name not found
+    while the read models are behind the store's head is looked up again once they reach it
+    (≤ ``AIORCH_READ_WAIT_S``): a user created a moment ago (``aiorch users create``) can log
+    in at once."""
+
+    def lookup() -> dict[str, Any] | None:
+        with services.engine.connect() as conn:
+            row = conn.execute(select(t.users).where(func.lower(t.users.c.username) == username)).mappings().first()
+        return dict(row) if row else None
+
+    user = lookup()
+    behind = user is None and services.projected_position() < (head := int(services.platform.head()))
+    return lookup() if behind and services.wait_for(head) else user
 
 
 def _storable(text: str) -> bool:

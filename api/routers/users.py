@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -11,16 +10,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.auth import actor_of
 from api.deps import CommandCtx, CurrentUser, ReadPosition, Services, ServicesDep, after_write, created
 from api.pagination import PageParams, page_params, paginate
 from api.schemas import ACCEPTED, LAGGING, Page, Profile, ok
 from api.views import profile_json
+from commands.context import Context
 from commands.errors import NotFound
 from commands.messages import ChangePassword, CreateUser, DeactivateUser, ReactivateUser, ResetPassword, UpdateUser
 from commands.permissions import require_admin
 from projections import tables as t
-from projections.queries import search_filter
+from projections.queries import Viewer, search_filter
 
 users = APIRouter(prefix="/api/users", tags=["users"])
 profiles = APIRouter(prefix="/api/profiles", tags=["profiles"])
@@ -56,7 +55,7 @@ class PasswordReset(BaseModel):
     new_password: str = Field(min_length=8, max_length=1024)
 
 
-def load_user(services: Services, viewer: dict[str, Any], user_id: str) -> dict[str, Any]:
+def load_user(services: Services, viewer: Viewer, user_id: str) -> dict[str, Any]:
     """A user row the viewer may see (admins: anyone; others: themselves). Raises NotFound."""
     if viewer["role"] != "admin" and viewer["id"] != user_id:
         raise NotFound(f"no user {user_id}")
@@ -70,7 +69,7 @@ def load_user(services: Services, viewer: dict[str, Any], user_id: str) -> dict[
 def _list(
     request: Request,
     services: Services,
-    user: dict[str, Any],
+    user: Viewer,
     params: PageParams,
     search: str | None,
     role: str | None,
@@ -101,16 +100,15 @@ def list_users(
     is_active: bool | None = None,
 ) -> dict[str, Any]:
     """Every user (admins). Filters ``?search=`` (username, email), ``?role=``, ``?is_active=``."""
-    require_admin(actor_of(user), "user management")
+    require_admin(user.actor, "user management")
     return _list(request, services, user, params, search, role, is_active)
 
 
 @users.post("/", status_code=201, response_model=None, responses={**ok(Profile, 201), **ACCEPTED})
 async def create_user(body: UserIn, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Create a user with a role (admins)."""
-    user_id, position = await asyncio.to_thread(
-        services.platform.create_user, CreateUser(body.username, body.password, body.role, body.email), ctx
-    )
+    cmd = CreateUser(body.username, body.password, body.role, body.email)
+    user_id, position = await services.command(services.platform.create_user, cmd, ctx)
     return await created(
         services, position, f"/api/users/{user_id}/", str(user_id), lambda: profile_json(load_user(services, user, str(user_id)))
     )
@@ -119,20 +117,20 @@ async def create_user(body: UserIn, services: ServicesDep, ctx: CommandCtx, user
 @users.get("/{user_id}/", response_model=None, responses=ok(Profile), dependencies=[ReadPosition])
 def get_user(user_id: UUID, services: ServicesDep, user: CurrentUser) -> dict[str, Any]:
     """One user (admins)."""
-    require_admin(actor_of(user), "user management")
+    require_admin(user.actor, "user management")
     return profile_json(load_user(services, user, str(user_id)))
 
 
-async def _patch(user_id: UUID, body: UserPatch, services: Services, ctx: Any, user: dict[str, Any]) -> Response:
-    position = await services.command(services.platform.update_user, UpdateUser(user_id, body.email, body.role), ctx)
+async def _patch(user_id: UUID, body: UserPatch, services: Services, ctx: Context, user: Viewer, *, management: bool) -> Response:
+    cmd = UpdateUser(user_id, body.email, body.role, management=management)
+    position = await services.command(services.platform.update_user, cmd, ctx)
     return await after_write(services, position, lambda: profile_json(load_user(services, user, str(user_id))))
 
 
 @users.patch("/{user_id}/", response_model=None, responses={**ok(Profile), **LAGGING})
 async def update_user(user_id: UUID, body: UserPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change a user's email or role (admins)."""
-    require_admin(ctx.actor, "user management")
-    return await _patch(user_id, body, services, ctx, user)
+    return await _patch(user_id, body, services, ctx, user, management=True)
 
 
 @users.post("/{user_id}/deactivate/", response_model=None, responses={**ok(Profile), **LAGGING})
@@ -177,7 +175,7 @@ def my_profile(user: CurrentUser) -> dict[str, Any]:
 @profiles.post("/me/password/", status_code=204, response_class=Response, responses=LAGGING)
 async def change_password(body: PasswordChange, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change one's own password; the user's other sessions stop working."""
-    cmd = ChangePassword(body.old_password, body.new_password, kept_session=user.get("session"))
+    cmd = ChangePassword(body.old_password, body.new_password, kept_session=user.session)
     position = await services.command(services.platform.change_password, cmd, ctx)
     return await after_write(services, position)
 
@@ -191,5 +189,4 @@ def get_profile(user_id: UUID, services: ServicesDep, user: CurrentUser) -> dict
 @profiles.patch("/{user_id}/", response_model=None, responses={**ok(Profile), **LAGGING})
 async def update_profile(user_id: UUID, body: UserPatch, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
     """Change a profile's email (one's own), or email and role (admins)."""
-    load_user(services, user, str(user_id))
-    return await _patch(user_id, body, services, ctx, user)
+    return await _patch(user_id, body, services, ctx, user, management=False)

@@ -32,7 +32,8 @@ from api.schemas import (
     ok,
 )
 from api.views import iso
-from commands.errors import InvalidCommand, NotFound
+from commands.context import Context
+from commands.errors import NotFound, invalid
 from commands.webhook_messages import (
     CreateWebhook,
     DeleteWebhook,
@@ -43,6 +44,7 @@ from commands.webhook_messages import (
 )
 from projections import tables as t
 from projections import webhooks as w
+from projections.queries import Viewer
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
@@ -85,7 +87,7 @@ def webhook_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def visible_webhooks(user: dict[str, Any]) -> Any:
+def visible_webhooks(user: Viewer) -> Any:
     """Admins see every endpoint; others their own."""
     stmt = select(t.webhook_endpoints)
     if user["role"] != "admin":
@@ -93,7 +95,7 @@ def visible_webhooks(user: dict[str, Any]) -> Any:
     return stmt
 
 
-def load_webhook(services: Services, user: dict[str, Any], webhook_id: str) -> dict[str, Any]:
+def load_webhook(services: Services, user: Viewer, webhook_id: str) -> dict[str, Any]:
     """A visible endpoint's row. Raises NotFound."""
     with services.engine.connect() as conn:
         row = conn.execute(visible_webhooks(user).where(t.webhook_endpoints.c.id == webhook_id)).mappings().first()
@@ -135,7 +137,7 @@ async def create_webhook(body: WebhookIn, services: ServicesDep, ctx: CommandCtx
 @router.get("/default/secret/", dependencies=[ReadPosition], response_model=None, responses=ok(Secret))
 async def default_secret(services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> dict[str, str]:
     """``{secret}``: your secret for per-job webhooks (created on first use)."""
-    encrypted, _ = await services.command(services.platform.default_webhook_secret, user["id"], ctx)
+    encrypted, _ = await services.command(services.platform.default_webhook_secret, user.id, ctx)
     return {"secret": services.platform.decrypt(encrypted)}
 
 
@@ -145,8 +147,7 @@ def get_webhook(webhook_id: UUID, services: ServicesDep, user: CurrentUser) -> d
     return webhook_json(load_webhook(services, user, str(webhook_id)))
 
 
-async def _update(webhook_id: UUID, changes: dict[str, Any], services: Services, ctx: Any, user: dict[str, Any]) -> Response:
-    load_webhook(services, user, str(webhook_id))
+async def _update(webhook_id: UUID, changes: dict[str, Any], services: Services, ctx: Context, user: Viewer) -> Response:
     position = await services.command(services.platform.update_webhook, UpdateWebhook(webhook_id, changes), ctx)
     return await after_write(services, position, lambda: webhook_json(load_webhook(services, user, str(webhook_id))))
 
@@ -168,26 +169,23 @@ async def update_webhook(
 
 
 @router.delete("/{webhook_id}/", status_code=204, response_class=Response, responses=LAGGING)
-async def delete_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def delete_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Remove an endpoint (204); nothing more is delivered to it."""
-    load_webhook(services, user, str(webhook_id))
     position = await services.command(services.platform.delete_webhook, DeleteWebhook(webhook_id), ctx)
     return await after_write(services, position)
 
 
 @router.post("/{webhook_id}/rotate-secret/", responses=ok(Secret))
-async def rotate_secret(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def rotate_secret(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx) -> Response:
     """``{secret}``: a new signing secret; the old one also signs for
     ``AIORCH_WEBHOOK_SECRET_OVERLAP_S`` (default 24 h)."""
-    load_webhook(services, user, str(webhook_id))
     position, secret = await services.command(services.platform.rotate_webhook_secret, RotateWebhookSecret(webhook_id), ctx)
     return JSONResponse({"secret": secret}, headers={"Aiorch-Position": str(position)})
 
 
 @router.post("/{webhook_id}/test/", status_code=202, responses=ok(Lagging, 202))
-async def test_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx, user: CurrentUser) -> Response:
+async def test_webhook(webhook_id: UUID, services: ServicesDep, ctx: CommandCtx) -> Response:
     """Send a ``webhook.test`` event (202 ``{position}``; see the delivery log)."""
-    load_webhook(services, user, str(webhook_id))
     position = await services.command(services.platform.test_webhook, TestWebhook(webhook_id), ctx)
     return JSONResponse({"position": position}, status_code=202, headers={"Aiorch-Position": str(position)})
 
@@ -236,7 +234,7 @@ async def redeliver_failed(
     load_webhook(services, user, str(webhook_id))
     since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
     if since > datetime.now(UTC):
-        raise InvalidCommand("since is in the future", errors=[{"loc": ["body", "since"], "msg": "must not be in the future"}])
+        raise invalid("since", "must not be in the future", "since is in the future")
     d = w.deliveries.c
     with services.engine.connect() as conn:
         count = conn.execute(

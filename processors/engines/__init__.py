@@ -14,11 +14,11 @@ from typing import Any
 
 from .base import (
     Engine,
+    EngineCancelled,
     EngineContext,
     EngineError,
     EngineResult,
     InvalidInput,
-    JobCancelled,
     ModelMissing,
 )
 from .dubbing import DubbingEngine, dubbing_target_languages, supported_pair, unsupported_pair_reason
@@ -37,11 +37,11 @@ __all__ = [
     "MEDIA_ENGINE_TYPES",
     "DubbingEngine",
     "Engine",
+    "EngineCancelled",
     "EngineContext",
     "EngineError",
     "EngineResult",
     "InvalidInput",
-    "JobCancelled",
     "ModelMissing",
     "PiperEngine",
     "StoryEngine",
@@ -96,43 +96,49 @@ def build_engines(types: Iterable[str], model_dir: Path) -> dict[str, Engine]:
     unknown = sorted(set(types) - set(ALL_ENGINE_TYPES))
     if unknown:
         raise ValueError(f"unknown engine type(s) {unknown}; supported: {list(ALL_ENGINE_TYPES)}")
-    model_dir = Path(model_dir)
-    shared: dict[str, Engine] = {}
+    builder = _Builder(Path(model_dir))
+    return {engine_type: builder.build(engine_type) for engine_type in dict.fromkeys(types)}
 
-    def stt() -> WhisperEngine:
-        engine = shared.setdefault("stt", WhisperEngine(model_dir))
-        assert isinstance(engine, WhisperEngine)
-        return engine
 
-    def tts() -> PiperEngine:
-        engine = shared.setdefault("tts", PiperEngine(model_dir))
-        assert isinstance(engine, PiperEngine)
-        return engine
+class _Builder:
+    """Builds engines that share one Whisper, one Piper and one dubbing engine."""
 
-    def dubbing() -> DubbingEngine:
-        if "dubbing" not in shared:
-            shared["dubbing"] = DubbingEngine(stt(), tts(), model_dir=model_dir)
-        engine = shared["dubbing"]
-        assert isinstance(engine, DubbingEngine)
-        return engine
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self._stt: WhisperEngine | None = None
+        self._tts: PiperEngine | None = None
+        self._dubbing: DubbingEngine | None = None
 
-    engines: dict[str, Engine] = {}
-    for engine_type in dict.fromkeys(types):
+    def stt(self) -> WhisperEngine:
+        if self._stt is None:
+            self._stt = WhisperEngine(self.model_dir)
+        return self._stt
+
+    def tts(self) -> PiperEngine:
+        if self._tts is None:
+            self._tts = PiperEngine(self.model_dir)
+        return self._tts
+
+    def dubbing(self) -> DubbingEngine:
+        if self._dubbing is None:
+            self._dubbing = DubbingEngine(self.stt(), self.tts(), model_dir=self.model_dir)
+        return self._dubbing
+
+    def build(self, engine_type: str) -> Engine:
+        """The engine serving ``engine_type`` (one of :data:`ALL_ENGINE_TYPES`)."""
         if engine_type == "stt":
-            engines["stt"] = stt()
-        elif engine_type == "tts":
-            engines["tts"] = tts()
-        elif engine_type == "voice_cloning":
-            engines["voice_cloning"] = VoiceCloningEngine(tts(), model_dir=model_dir)
-        elif engine_type == "dubbing":
-            engines["dubbing"] = dubbing()
-        elif engine_type == "video_translation":
-            engines["video_translation"] = VideoTranslationEngine(dubbing())
-        elif engine_type == "ai_stories":
-            engines["ai_stories"] = StoryEngine(tts(), model_dir=model_dir)
-        elif engine_type == "animated_talking_heads":
-            engines["animated_talking_heads"] = TalkingHeadEngine(tts(), model_dir=model_dir)
-    return engines
+            return self.stt()
+        if engine_type == "tts":
+            return self.tts()
+        if engine_type == "dubbing":
+            return self.dubbing()
+        if engine_type == "video_translation":
+            return VideoTranslationEngine(self.dubbing())
+        if engine_type == "voice_cloning":
+            return VoiceCloningEngine(self.tts(), model_dir=self.model_dir)
+        if engine_type == "ai_stories":
+            return StoryEngine(self.tts(), model_dir=self.model_dir)
+        return TalkingHeadEngine(self.tts(), model_dir=self.model_dir)
 
 
 def _has_module(name: str) -> bool:
@@ -174,9 +180,17 @@ def describe_engines(model_dir: Path, types: Iterable[str] | None = None) -> lis
     unknown = sorted(set(wanted) - set(ALL_ENGINE_TYPES))
     if unknown:
         raise ValueError(f"unknown engine type(s) {unknown}; supported: {list(ALL_ENGINE_TYPES)}")
-    model_dir = Path(model_dir)
-    out: list[dict[str, Any]] = []
+    stt = _describe_stt(Path(model_dir))
+    tts, piper_ok = _describe_tts()
+    out = [stt, tts]
+    if any(t in MEDIA_ENGINE_TYPES for t in wanted):
+        out.extend(_describe_media(stt, tts, piper_ok))
+    by_type = {entry["type"]: entry for entry in out}
+    return [by_type[t] for t in wanted]
 
+
+def _describe_stt(model_dir: Path) -> dict[str, Any]:
+    """The stt entry: faster-whisper's packages and the Whisper base model."""
     stt_missing: list[str] = []
     for module, package in (("faster_whisper", "faster-whisper==1.2.1"), ("ctranslate2", "ctranslate2"), ("av", "av")):
         if not _has_module(module):
@@ -192,8 +206,11 @@ def describe_engines(model_dir: Path, types: Iterable[str] | None = None) -> lis
     }
     if stt_missing:
         stt["missing"] = stt_missing
-    out.append(stt)
+    return stt
 
+
+def _describe_tts() -> tuple[dict[str, Any], bool]:
+    """The tts entry (Piper for English, espeak-ng for the rest), and whether Piper works."""
     tts_missing: list[str] = []
     piper_missing: list[str] = []
     if not _has_module("piper"):
@@ -227,12 +244,7 @@ def describe_engines(model_dir: Path, types: Iterable[str] | None = None) -> lis
     }
     if tts_missing:
         tts["missing"] = tts_missing
-    out.append(tts)
-
-    if any(t in MEDIA_ENGINE_TYPES for t in wanted):
-        out.extend(_describe_media(stt, tts, piper_ok))
-    by_type = {entry["type"]: entry for entry in out}
-    return [by_type[t] for t in wanted]
+    return tts, piper_ok
 
 
 def _entry(engine_type: str, engine: str, missing: list[str], languages: list[str], voices: list[str]) -> dict[str, Any]:

@@ -17,15 +17,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "Engine",
+    "EngineCancelled",
     "EngineContext",
     "EngineError",
     "EngineResult",
     "InvalidInput",
-    "JobCancelled",
     "ModelMissing",
     "atomic_output",
     "prepare_work_dir",
@@ -52,10 +55,6 @@ class EngineError(Exception):
         self.message = message
         self.detail = detail
 
-    def to_dict(self) -> dict[str, str]:
-        """Return ``{"code": ..., "message": ...}`` for job-failure events."""
-        return {"code": self.code, "message": self.message}
-
 
 class InvalidInput(EngineError):
     """The job's input is unusable: the file won't decode, is empty or too long, or a
@@ -64,7 +63,7 @@ class InvalidInput(EngineError):
     code: ClassVar[str] = "invalid_input"
 
 
-class JobCancelled(EngineError):
+class EngineCancelled(EngineError):
     """The job was cancelled: ``ctx.should_stop()`` returned True at a checkpoint."""
 
     code: ClassVar[str] = "cancelled"
@@ -107,7 +106,11 @@ class EngineContext:
             such as ``"transcribing"``.  Cheap; engines call it as often as they like.
         log: ``log(level, message)`` with level ``"info"``, ``"warning"`` or ``"error"``.
         should_stop: cancellation checkpoint; when it returns True the engine raises
-            :class:`JobCancelled` promptly (aim: within about one second).
+            :class:`EngineCancelled` promptly (aim: within about one second).
+        validated: the job's parameters as validated at submission, the pydantic model of
+            its type (:data:`commands.job_parameters.SCHEMAS`), or None.  An engine given
+            one reads its typed fields and checks nothing again; without one (a sub-step
+            of another engine, a direct call) it checks ``parameters`` itself.
     """
 
     job_id: str
@@ -117,11 +120,12 @@ class EngineContext:
     report: Callable[[int, str], None] = field(default=_noop_report)
     log: Callable[[str, str], None] = field(default=_noop_log)
     should_stop: Callable[[], bool] = field(default=_never_stop)
+    validated: BaseModel | None = None
 
     def check_stop(self) -> None:
-        """Raise :class:`JobCancelled` if ``should_stop()`` returns True."""
+        """Raise :class:`EngineCancelled` if ``should_stop()`` returns True."""
         if self.should_stop():
-            raise JobCancelled(f"job {self.job_id} cancelled")
+            raise EngineCancelled(f"job {self.job_id} cancelled")
 
     def progress(self, progress: float, stage: str) -> None:
         """Call ``report`` with progress clamped to an int in 0..100; a failing
@@ -178,7 +182,7 @@ class Engine(abc.ABC):
 
         Raises:
             InvalidInput: unusable input or parameters.
-            JobCancelled: ``ctx.should_stop()`` returned True.
+            EngineCancelled: ``ctx.should_stop()`` returned True.
             EngineError: any other engine failure.
         """
 

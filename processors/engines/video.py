@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from commands.job_parameters import VideoTranslationParameters
+
 from .base import (
     Engine,
     EngineContext,
@@ -29,15 +31,16 @@ from .dubbing import (
     MIX_RATE,
     DubbingEngine,
     DubSegment,
+    Translation,
     fraction_parameter,
     normalize_language,
     unsupported_pair_reason,
 )
-from .media import check_duration, input_path, probe_media, write_wav
+from .media import MediaInfo, check_duration, input_path, probe_media, write_wav
 from .stt import WhisperEngine
 from .tts import PiperEngine
 
-__all__ = ["Cue", "VideoTranslationEngine", "make_cues", "parse_srt", "to_srt", "to_webvtt"]
+__all__ = ["Cue", "VideoOptions", "VideoTranslationEngine", "make_cues", "parse_srt", "to_srt", "to_webvtt"]
 
 LINE_CHARS = 42
 CUE_CHARS = 2 * LINE_CHARS
@@ -224,28 +227,11 @@ class VideoTranslationEngine(Engine):
         Raises:
             InvalidInput: not a video, no audio, unsupported pair, no speech, neither
                 subtitles nor dub asked for, too long.
-            JobCancelled: ``ctx.should_stop()`` became True.
+            EngineCancelled: ``ctx.should_stop()`` became True.
             EngineError: Whisper/Apertium/TTS/ffmpeg failure.
         """
         ctx.check_stop()
-        params = ctx.parameters or {}
-        target = normalize_language(params.get("target_language"), "target_language")
-        source_lang = normalize_language(params.get("source_language"), "source_language")
-        subtitles = params.get("subtitles", True)
-        dub = params.get("dub", False)
-        for name, value in (("subtitles", subtitles), ("dub", dub)):
-            if not isinstance(value, bool):
-                raise InvalidInput(f"parameter {name!r} must be true or false")
-        if not subtitles and not dub:
-            raise InvalidInput("nothing to do: parameters 'subtitles' and 'dub' are both false")
-        reason = unsupported_pair_reason(source_lang, target, needs_speech=dub)
-        if reason is not None:
-            raise InvalidInput(reason)
-        assert target is not None
-        match_voice = params.get("match_voice", True)
-        if not isinstance(match_voice, bool):
-            raise InvalidInput("parameter 'match_voice' must be true or false")
-        duck = fraction_parameter(params.get("original_volume", DUCK_GAIN), "original_volume")
+        options = VideoOptions.of(ctx)
         self.load()
         work_dir = prepare_work_dir(ctx.work_dir)
         source = input_path(ctx, "input_file")
@@ -260,39 +246,7 @@ class VideoTranslationEngine(Engine):
         files: list[Path] = []
         tmp = Path(tempfile.mkdtemp(prefix=".video-", dir=work_dir))
         try:
-            translation = self.dubbing.translate_media(
-                ctx, source, target, source_lang, tmp, 0, 45 if dub else 85, needs_speech=dub
-            )
-            srt_path: Path | None = None
-            if subtitles:
-                cues = make_cues(translation.segments)
-                srt_path = work_dir / "subtitles.srt"
-                vtt_path = work_dir / "subtitles.vtt"
-                with atomic_output(srt_path, "w", encoding="utf-8") as handle:
-                    handle.write(to_srt(cues))
-                with atomic_output(vtt_path, "w", encoding="utf-8") as handle:
-                    handle.write(to_webvtt(cues))
-                files += [srt_path, vtt_path]
-            audio: list[tuple[Path, str]] = []
-            if dub:
-                mixed, voice = self.dubbing.render_dub(ctx, source, translation, tmp, 45, 88, match_voice=match_voice, duck=duck)
-                wav = tmp / "dubbed.wav"
-                write_wav(wav, mixed, MIX_RATE)
-                audio.append((wav, target))
-                ctx.log_safe("info", f"dubbed audio track spoken by {voice}")
-            ctx.progress(90, "muxing")
-            mp4 = work_dir / "translated.mp4"
-            self.dubbing.mux(
-                ctx,
-                source,
-                info,
-                mp4,
-                audio=audio,
-                keep_original_audio=translation.source_language,
-                subtitles=(srt_path, target) if srt_path is not None else None,
-                tmp_dir=tmp,
-            )
-            files.insert(0, mp4)
+            translation = self._translate(ctx, options, source, info, work_dir, tmp, files)
         except BaseException:
             for path in files:
                 path.unlink(missing_ok=True)
@@ -301,13 +255,121 @@ class VideoTranslationEngine(Engine):
             shutil.rmtree(tmp, ignore_errors=True)
         meta: dict[str, Any] = translation.meta()
         meta.update(
-            translation=translation.method, subtitles=subtitles, dubbed=dub, duration_seconds=round(translation.duration, 3)
+            translation=translation.method,
+            subtitles=options.subtitles,
+            dubbed=options.dub,
+            duration_seconds=round(translation.duration, 3),
         )
         elapsed = time.monotonic() - started
         ctx.log_safe(
             "info",
-            f"translated {translation.duration:.1f} s of video {translation.source_language}->{target} in {elapsed:.1f} s "
-            f"(RTF {elapsed / max(translation.duration, 1e-6):.2f})",
+            f"translated {translation.duration:.1f} s of video {translation.source_language}->{options.target} in "
+            f"{elapsed:.1f} s (RTF {elapsed / max(translation.duration, 1e-6):.2f})",
         )
         ctx.progress(100, "muxing")
         return EngineResult(files=files, meta=meta)
+
+    def _translate(
+        self,
+        ctx: EngineContext,
+        options: VideoOptions,
+        source: Path,
+        info: MediaInfo,
+        work_dir: Path,
+        tmp: Path,
+        files: list[Path],
+    ) -> Translation:
+        """Translate, write the subtitles and the dub, mux ``translated.mp4``; every
+        file written is added to ``files`` (main first) as soon as it exists."""
+        dub, target = options.dub, options.target
+        translation = self.dubbing.translate_media(
+            ctx, source, target, options.source, tmp, 0, 45 if dub else 85, needs_speech=dub
+        )
+        srt_path: Path | None = None
+        if options.subtitles:
+            srt_path = _write_subtitles(translation.segments, work_dir, files)
+        audio: list[tuple[Path, str]] = []
+        if dub:
+            mixed, voice = self.dubbing.render_dub(
+                ctx, source, translation, tmp, 45, 88, match_voice=options.match_voice, duck=options.original_volume
+            )
+            wav = tmp / "dubbed.wav"
+            write_wav(wav, mixed, MIX_RATE)
+            audio.append((wav, target))
+            ctx.log_safe("info", f"dubbed audio track spoken by {voice}")
+        ctx.progress(90, "muxing")
+        mp4 = work_dir / "translated.mp4"
+        self.dubbing.mux(
+            ctx,
+            source,
+            info,
+            mp4,
+            audio=audio,
+            keep_original_audio=translation.source_language,
+            subtitles=(srt_path, target) if srt_path is not None else None,
+            tmp_dir=tmp,
+        )
+        files.insert(0, mp4)
+        return translation
+
+
+def _write_subtitles(segments: list[DubSegment], work_dir: Path, files: list[Path]) -> Path:
+    """Write ``subtitles.srt`` and ``subtitles.vtt`` (appended to ``files``); return the SRT."""
+    cues = make_cues(segments)
+    srt_path = work_dir / "subtitles.srt"
+    vtt_path = work_dir / "subtitles.vtt"
+    with atomic_output(srt_path, "w", encoding="utf-8") as handle:
+        handle.write(to_srt(cues))
+    with atomic_output(vtt_path, "w", encoding="utf-8") as handle:
+        handle.write(to_webvtt(cues))
+    files += [srt_path, vtt_path]
+    return srt_path
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """What a video_translation job asks for.
+
+    Attributes:
+        target, source: base language codes (source None: detect).
+        subtitles, dub: write subtitles; add a dubbed audio track.
+        match_voice, original_volume: as for dubbing (with ``dub``).
+    """
+
+    target: str
+    source: str | None = None
+    subtitles: bool = True
+    dub: bool = False
+    match_voice: bool = True
+    original_volume: float = DUCK_GAIN
+
+    @classmethod
+    def of(cls, ctx: EngineContext) -> VideoOptions:
+        """The options of ``ctx``: the typed fields of ``ctx.validated`` (a
+        :class:`VideoTranslationParameters`) when given, else its raw parameters, checked.
+
+        Raises:
+            InvalidInput: nothing to do, an unsupported pair, a bad value (raw only).
+        """
+        model = ctx.validated
+        if isinstance(model, VideoTranslationParameters):
+            params: dict[str, Any] = model.model_dump()
+        else:
+            params = dict(ctx.parameters or {})
+            for name in ("subtitles", "dub"):
+                if not isinstance(params.get(name, name == "subtitles"), bool):
+                    raise InvalidInput(f"parameter {name!r} must be true or false")
+        target = normalize_language(params.get("target_language"), "target_language")
+        source = normalize_language(params.get("source_language"), "source_language")
+        subtitles, dub = bool(params.get("subtitles", True)), bool(params.get("dub", False))
+        if not subtitles and not dub:
+            raise InvalidInput("nothing to do: parameters 'subtitles' and 'dub' are both false")
+        reason = unsupported_pair_reason(source, target, needs_speech=dub)
+        if reason is not None:
+            raise InvalidInput(reason)
+        assert target is not None
+        match_voice = params.get("match_voice", True)
+        if not isinstance(match_voice, bool):
+            raise InvalidInput("parameter 'match_voice' must be true or false")
+        duck = fraction_parameter(params.get("original_volume", DUCK_GAIN), "original_volume")
+        return cls(target, source, subtitles, dub, match_voice, duck)

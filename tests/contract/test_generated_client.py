@@ -1,6 +1,7 @@
 """A client generated from the running API's ``/openapi.json`` by openapi-python-client
-(issue 12) works for a whole flow: log in, create a project, submit a JSON tts job, wait for
-it, read its result, and read a 422 and a 404 as typed problems.
+(issue 12) works for a whole flow: log in, create a project, submit a JSON tts job (the tts
+variant of the discriminated ``JobIn``), wait for it (read as the tts ``JobOut``), read its
+result, and read a 422 and a 404 as typed problems.
 
 The generator pins typer<0.28 and httpx<0.29, which this project's venv does not (it would
 downgrade them), so it runs from its own venv: ``AIORCH_OPENAPI_CLIENT`` (the
@@ -68,16 +69,15 @@ def test_a_generated_client_runs_a_whole_flow(platform_up: dict[str, Any], tmp_p
     from aiorch_client.api.projects import projects_create
     from aiorch_client.models import (
         Credentials,
-        JobOut,
-        JobsCreateJsonJobIn,
-        JobsCreateJsonJobInParameters,
-        JobsCreateJsonJobInType,
         JobStatus,
         Problem,
         ProjectIn,
         ProjectOut,
         ResultOut,
         TokenPair,
+        TtsJobIn,
+        TtsJobOut,
+        TtsParameters,
         ValidationProblem,
     )
 
@@ -88,20 +88,18 @@ def test_a_generated_client_runs_a_whole_flow(platform_up: dict[str, Any], tmp_p
     project = projects_create.sync(client=client, body=ProjectIn(name="Generated client"))
     assert isinstance(project, ProjectOut) and project.name == "Generated client"
 
-    body = JobsCreateJsonJobIn(
-        project=str(project.id),
-        type_=JobsCreateJsonJobInType.TTS,
-        parameters=JobsCreateJsonJobInParameters.from_dict({"text": "Hello there."}),
-    )
+    # the body is the tts variant of the discriminated JobIn, and the answer the tts JobOut
+    body = TtsJobIn(project=str(project.id), type_="tts", parameters=TtsParameters(text="Hello there."))
     job = jobs_create.sync(client=client, body=body)
-    assert isinstance(job, JobOut) and job.status == JobStatus.PENDING
+    assert isinstance(job, TtsJobOut) and job.status == JobStatus.PENDING
+    assert job.parameters.text == "Hello there."
 
     deadline = time.monotonic() + 120
     while job.status not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
         assert time.monotonic() < deadline, f"job {job.id} still {job.status}"
         time.sleep(0.2)
         job = jobs_retrieve.sync(job_id=job.id, client=client)
-        assert isinstance(job, JobOut)
+        assert isinstance(job, TtsJobOut)
     assert job.status == JobStatus.COMPLETED, job.error
     result = jobs_result.sync(job_id=job.id, client=client)
     assert isinstance(result, ResultOut) and result.job == job.id
@@ -110,9 +108,7 @@ def test_a_generated_client_runs_a_whole_flow(platform_up: dict[str, Any], tmp_p
 
     invalid = jobs_create.sync(
         client=client,
-        body=JobsCreateJsonJobIn(
-            project=str(project.id), type_=JobsCreateJsonJobInType.TTS, parameters=JobsCreateJsonJobInParameters()
-        ),
+        body=TtsJobIn(project=str(project.id), type_="tts", parameters=TtsParameters(text="")),
     )
     assert isinstance(invalid, ValidationProblem) and invalid.status == 422
     assert invalid.errors and invalid.errors[0].loc

@@ -106,3 +106,38 @@ def test_every_success_is_typed(platform_up: dict[str, Any]) -> None:
     assert schemas["Priority"]["enum"] == ["low", "normal", "high"]
     assert schemas["Role"]["enum"] == ["admin", "editor", "viewer"]
     assert schemas["AgentOut"]["properties"]["type"]["$ref"].endswith("/JobType")
+
+
+def test_every_job_type_is_documented_with_its_parameters(platform_up: dict[str, Any]) -> None:
+    """The job create (JSON) and read schemas are a ``oneOf`` discriminated by ``type`` over
+    the seven types, each variant's ``parameters`` that type's model of
+    :mod:`commands.job_parameters`; multipart takes ``JobForm`` with the file fields."""
+    from commands.job_parameters import FILE_FIELDS, SCHEMAS
+
+    spec = spec_of(platform_up)
+    schemas = spec["components"]["schemas"]
+    types = ["stt", "tts", "voice_cloning", "dubbing", "ai_stories", "video_translation", "animated_talking_heads"]
+    body = spec["paths"]["/api/jobs/"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"]["$ref"].endswith("/JobIn")
+    assert body["multipart/form-data"]["schema"]["$ref"].endswith("/JobForm")
+    for union in ("JobIn", "JobOut"):
+        mapping = schemas[union]["discriminator"]["mapping"]
+        assert schemas[union]["discriminator"]["propertyName"] == "type"
+        assert sorted(mapping) == sorted(types), union
+        assert sorted(r["$ref"] for r in schemas[union]["oneOf"]) == sorted(mapping.values())
+        for job_type, ref in mapping.items():
+            variant = schemas[ref.rsplit("/", 1)[1]]
+            assert variant["properties"]["type"]["const"] == job_type
+            params_ref = variant["properties"]["parameters"]["$ref"]
+            params = schemas[params_ref.rsplit("/", 1)[1]]
+            model = SCHEMAS[job_type]
+            assert params_ref.endswith(f"/{model.__name__}")
+            assert set(params["properties"]) == set(model.model_fields), job_type
+            assert params["additionalProperties"] is False
+            assert set(params.get("required", [])) == {n for n, f in model.model_fields.items() if f.is_required()}
+    assert "parameters" in schemas["TtsJobIn"]["required"] and "parameters" not in schemas["SttJobIn"]["required"]
+    out = schemas["TtsJobOut"]["properties"]
+    assert out["id"]["format"] == "uuid" and out["input_files"]["additionalProperties"]["$ref"].endswith("/FileOut")
+    form = schemas["JobForm"]["properties"]
+    assert form["type"]["$ref"].endswith("/JobType") and form["parameters"]["contentMediaType"] == "application/json"
+    assert {f for fields in FILE_FIELDS.values() for f in fields} <= {n for n, p in form.items() if p.get("format") == "binary"}

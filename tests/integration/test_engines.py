@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,11 +47,11 @@ for _module, _hint in (
 
 from processors.engines import (  # noqa: E402
     ALL_ENGINE_TYPES,
+    EngineCancelled,
     EngineContext,
     EngineError,
     EngineResult,
     InvalidInput,
-    JobCancelled,
     PiperEngine,
     WhisperEngine,
     build_engines,
@@ -262,12 +261,19 @@ def test_stt_invalid_inputs(
 
 
 def test_stt_cancel_is_prompt_and_engine_stays_usable(stt: WhisperEngine, tmp_path: Path) -> None:
-    started = time.monotonic()
-    stop_at = started + 0.3  # cancel while CTranslate2 is busy with the first window
-    with pytest.raises(JobCancelled) as info:
-        stt.run(make_ctx(tmp_path / "job", {}, SPEECH / "librivox-0870.wav", should_stop=lambda: time.monotonic() > stop_at))
+    rec = Recorder()
+    answers: list[bool] = []
+
+    def should_stop() -> bool:  # cancel once transcription started: CTranslate2 is busy with the first window
+        answers.append(any(stage == "transcribing" for _, stage in rec.reports))
+        return answers[-1]
+
+    with pytest.raises(EngineCancelled) as info:
+        stt.run(make_ctx(tmp_path / "job", {}, SPEECH / "librivox-0870.wav", should_stop=should_stop, recorder=rec))
     assert info.value.code == "cancelled"
-    assert time.monotonic() - stop_at < 1.0
+    # prompt: it stopped at the first checkpoint after the cancel, before completing
+    assert answers.count(True) == 1, answers
+    assert max(p for p, _ in rec.reports) < 100, rec.reports
     assert not (tmp_path / "job" / "transcript.txt").exists()
     result = stt.run(make_ctx(tmp_path / "job2", {"language": "en"}, SPEECH / "librivox-0880.wav"))
     assert wer(REFERENCES["librivox-0880"], result.meta["transcript"]) <= 0.15
@@ -317,14 +323,16 @@ def test_tts_multi_sentence_progress_and_text_file(tts: PiperEngine, tmp_path: P
 def test_tts_cancel_after_first_sentence(tts: PiperEngine, tmp_path: Path) -> None:
     rec = Recorder()
 
+    answers: list[bool] = []
+
     def should_stop() -> bool:
-        return any(0 < p < 100 for p, _ in rec.reports)
+        answers.append(any(0 < p < 100 for p, _ in rec.reports))
+        return answers[-1]
 
     text = " ".join(f"This is sentence number {n} of a long text." for n in range(1, 40))
-    started = time.monotonic()
-    with pytest.raises(JobCancelled):
+    with pytest.raises(EngineCancelled):
         tts.run(make_ctx(tmp_path / "job", {"text": text}, should_stop=should_stop, recorder=rec))
-    assert time.monotonic() - started < 3.0
+    assert answers.count(True) == 1, answers  # prompt: the first checkpoint after the cancel stopped it
     assert [p for p, _ in rec.reports if 0 < p < 100] == [rec.reports[1][0]]  # stopped after sentence 1
     assert not any((tmp_path / "job").iterdir()), "a cancelled job leaves no files"
     # The worker is still usable for the next job.
@@ -398,35 +406,3 @@ def test_split_sentences() -> None:
     long = ", ".join(["a clause of several words"] * 40)
     pieces = split_sentences(long, max_chars=100)
     assert all(len(p) <= 100 for p in pieces) and " ".join(pieces).replace(" ,", ",") == long
-
-
-# -- speed -------------------------------------------------------------------------------
-
-
-def test_real_time_factors(stt: WhisperEngine, tts: PiperEngine, tmp_path: Path) -> None:
-    """Measures RTF = processing seconds / audio seconds (printed; run with -s)."""
-    lines = [f"STT model load {stt.load_seconds:.2f} s, Piper worker start {tts.load_seconds:.2f} s"]
-    total_audio = total_time = 0.0
-    for name, reference in REFERENCES.items():
-        started = time.monotonic()
-        result = stt.run(make_ctx(tmp_path / name, {}, SPEECH / f"{name}.wav"))
-        elapsed = time.monotonic() - started
-        audio = result.meta["duration_seconds"]
-        total_audio += audio
-        total_time += elapsed
-        lines.append(
-            f"STT {name}: {audio:.1f} s audio in {elapsed:.2f} s, RTF {elapsed / audio:.2f}, "
-            f"WER {wer(reference, result.meta['transcript']):.1%}"
-        )
-    stt_rtf = total_time / total_audio
-    lines.append(f"STT overall RTF {stt_rtf:.2f}")
-    text = " ".join(REFERENCES.values()).capitalize() + "."
-    started = time.monotonic()
-    result = tts.run(make_ctx(tmp_path / "tts", {"text": text}))
-    elapsed = time.monotonic() - started
-    tts_rtf = elapsed / result.meta["duration_seconds"]
-    lines.append(f"TTS Piper: {result.meta['duration_seconds']:.1f} s audio in {elapsed:.2f} s, RTF {tts_rtf:.3f}")
-    print("\n" + "\n".join(lines))
-    # Generous bounds (2-core machine, shared CI): catch pathological slow-downs only.
-    assert stt_rtf < 2.0
-    assert tts_rtf < 0.5

@@ -11,9 +11,15 @@ import httpx
 
 from commands.context import Actor, Context
 from commands.messages import CompleteJob, StartJob, UpdateProgress
+from projections.history import StoreHistory
 from tests.conftest import wait_until
 
 PROC = Context(Actor("proc-h", None, "processor"), "run-h")
+
+
+def store_history(system: Any) -> StoreHistory:
+    """The read side's reader of ``system``'s event store."""
+    return StoreHistory.of_store(system.engine, system.platform.recorder, system.platform.mapper)
 
 
 def run_job_through(system: Any, job_id: str, steps: int = 5) -> None:
@@ -53,7 +59,7 @@ def test_history_and_as_of_at_every_position(platform_up: dict[str, Any], system
     # as_of at each position equals the fold of the events up to there
     for n, item in enumerate(items, start=1):
         past = editor.get(f"/api/jobs/{job['id']}/", params={"as_of": item["position"]}).json()
-        folded = system.platform.repository.get(uuid.UUID(job["id"]), version=n).state()
+        folded = store_history(system).job_at(uuid.UUID(job["id"]), n).as_dict()
         assert past["status"] == folded["status"] and past["progress"] == folded["progress"], n
         assert past["stage"] == folded["stage"] and past["attempt"] == folded["attempt"], n
         by_time = editor.get(f"/api/jobs/{job['id']}/", params={"as_of": item["occurred_at"]}).json()

@@ -47,13 +47,14 @@ def test_broker_down_30_s_while_200_jobs_are_submitted(system: Any, runner: Runn
     from processors.engines import build_engines
 
     _ctx, project = editor(system)
-    runner.projector()
+    projector = runner.projector()
     runner.relay()
     for i in range(2):
         proc = processor(system, ["tts"], processor_id_=f"p{i}")
         proc.engines = build_engines(["tts"], model_dir)
         runner.start(proc, f"processor-{i}")
     base = runner.api()
+    wait_until(lambda: projector.position() >= system.platform.head(), message="the projector to catch up")
     client = Client(base, "editor", "editor-password")
     statuses: list[int] = []
     ids: list[str] = []
@@ -110,10 +111,11 @@ def test_postgres_restart_under_load(tmp_path: Path, broker: Any, model_dir: Any
     runner = Runner(system, engines)
     try:
         _ctx, project = editor(system)
-        runner.projector()
+        projector = runner.projector()
         runner.relay()
         runner.processor()
         base = runner.api()
+        wait_until(lambda: projector.position() >= system.platform.head(), message="the projector to catch up")
         client = Client(base, "editor", "editor-password")
         answers: list[tuple[int, float, str | None]] = []
         stop = threading.Event()

@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -281,6 +282,26 @@ def test_more_than_ten_failed_logins_answer_429_with_retry_after(api: dict[str, 
     assert throttled.status_code == 429
     assert 1 <= int(throttled.headers["Retry-After"]) <= 300
     assert httpx.post(f"{base}/api/token/", json={"username": "admin", "password": "admin-password"}).status_code == 200
+
+
+def test_a_user_created_a_moment_ago_logs_in_once_the_read_models_catch_up(runner: Any, system: Any) -> None:
+    base = runner.api()  # the projector is not running yet: the users read model lags the store
+    create_user(system, "newcomer", "newcomer-password", "editor")
+    answers: list[httpx.Response] = []
+    login = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{base}/api/token/", json={"username": "newcomer", "password": "newcomer-password"}, timeout=30)
+        )
+    )
+    login.start()
+    time.sleep(1.0)
+    assert answers == [], "the login waits for the read models instead of answering 401"
+    runner.projector()  # within the read-wait (AIORCH_READ_WAIT_S = 5 s here)
+    login.join(30)
+    assert [a.status_code for a in answers] == [200], [a.text for a in answers]
+    assert set(answers[0].json()) == {"access", "refresh"}
+    unknown = httpx.post(f"{base}/api/token/", json={"username": "nobody", "password": "x"}, timeout=30)
+    assert unknown.status_code == 401  # caught up: an unknown name answers at once
 
 
 def test_archiving_a_project_cancels_its_pending_jobs_and_keeps_history(api: dict[str, Any], system: Any) -> None:

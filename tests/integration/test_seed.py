@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,11 +38,14 @@ def test_demo_jobs_are_left_alone_and_missing_engines_skipped(platform_up: Any, 
     import io
     import time
     import wave
+    from datetime import UTC, datetime
 
     from infra.leases import LeaseStore
     from infra.roles import relay
 
-    system.platform.missing_engine = lambda job_type: ["espeak-ng (Debian package)"] if job_type == "dubbing" else []
+    system.platform.policies = dataclasses.replace(
+        system.platform.policies, missing_engine=lambda job_type: ["espeak-ng (Debian package)"] if job_type == "dubbing" else []
+    )
     global_before = system.platform.effective_settings("")
     lines: list[str] = []
     assert seed_demo(system, lines.append) is True
@@ -70,6 +74,7 @@ def test_demo_jobs_are_left_alone_and_missing_engines_skipped(platform_up: Any, 
     # past the requeue threshold (2 s here) the reconciler, the stale sweep and the reaper leave them alone
     wait_until(lambda: time.monotonic() - seeded > 3 * system.settings.requeue_after_s, 30)
     assert relay(system).reconcile() == 0
-    assert not {job_id for job_id, _p, _a in LeaseStore(system.engine, 0.0).lost_jobs()} & {j["id"] for j in jobs}
+    suspects = LeaseStore(system.engine, 0.0).suspect_claims(datetime.now(UTC))
+    assert not {c.job_id for c in suspects} & {j["id"] for j in jobs}
     after = {j["id"]: j["status"] for j in admin.get("/api/jobs/", params={"page_size": 500}).json()["results"]}
     assert all(after[j["id"]] == j["status"] for j in jobs), "no demo job moved"

@@ -4,6 +4,7 @@ the outbound-address guard at creation."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -137,13 +138,13 @@ def test_job_events_arrive_signed_with_the_job_as_of_each_event(hooks: dict[str,
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.1", "169.254.169.254"])
 def test_private_and_metadata_urls_are_refused_unless_allowed(hooks: dict[str, Any], address: str) -> None:
     platform = hooks["system"].platform
-    platform.webhook_allow_private = False
+    platform.policies = dataclasses.replace(platform.policies, webhook_allow_private=False)
     try:
         resp = hooks["client"].post("/api/webhooks/", json={"url": f"http://{address}/hook", "events": ["*"]})
         assert resp.status_code == 422, resp.text
         assert resp.json()["errors"][0]["loc"] == ["body", "url"]
     finally:
-        platform.webhook_allow_private = True
+        platform.policies = dataclasses.replace(platform.policies, webhook_allow_private=True)
     allowed = hooks["client"].post("/api/webhooks/", json={"url": f"http://{address}/hook", "events": ["*"]})
     assert allowed.status_code == (422 if address == "169.254.169.254" else 201), allowed.text
 
@@ -271,7 +272,7 @@ def test_rebinding_and_redirects_are_not_followed(hooks: dict[str, Any]) -> None
 def test_job_submission_checks_its_webhook_with_the_outbound_guard_json_and_form(hooks: dict[str, Any]) -> None:
     client, platform, project = hooks["client"], hooks["system"].platform, str(hooks["project"])
     job = {"project": project, "type": "tts", "parameters": {"text": "Hi."}}
-    platform.webhook_allow_private = False
+    platform.policies = dataclasses.replace(platform.policies, webhook_allow_private=False)
     try:
         for address in ("127.0.0.1", "10.0.0.1", "169.254.169.254"):
             resp = client.post("/api/jobs/", json={**job, "webhook": f"http://{address}/hook"})
@@ -280,7 +281,7 @@ def test_job_submission_checks_its_webhook_with_the_outbound_guard_json_and_form
         bad = client.post("/api/jobs/", json={**job, "webhook": "https://example.com/h", "webhook_events": ["job.nope"]})
         assert bad.status_code == 422, bad.text
     finally:
-        platform.webhook_allow_private = True
+        platform.policies = dataclasses.replace(platform.policies, webhook_allow_private=True)
     form = {"project": project, "type": "tts", "parameters": json.dumps({"text": "Hi."})}
     ok = client.post(
         "/api/jobs/",

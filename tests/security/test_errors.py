@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from api.audit import audit_log
 from api.headers import DOCS_CSP
+from projections.history import StoreHistory
 from tests.conftest import wait_until
 
 PROBLEM = "application/problem+json"
@@ -151,7 +152,8 @@ def test_hostile_input_answers_4xx_and_a_crash_500_problem_json(
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("secret internals /etc/aiorch")
 
-    monkeypatch.setattr(system.platform, "history", broken)  # a part breaks under a read…
+    monkeypatch.setattr(StoreHistory, "count", broken)  # a part breaks under a read…
+    monkeypatch.setattr(StoreHistory, "page", broken)
     monkeypatch.setattr(system.platform, "retry_job", broken)  # …and under a command
     rid = f"boom-{uuid.uuid4()}"
     resp = editor.get(f"/api/jobs/{job_id}/history/", headers={"X-Request-ID": rid})

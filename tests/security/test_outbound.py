@@ -9,6 +9,7 @@ maps a public-looking name to the loopback fake provider of this module.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -120,7 +121,8 @@ def settings(settings: Any, request: pytest.FixtureRequest) -> Any:
 
 
 def processor_of(platform_up: dict[str, Any]) -> Any:
-    return next(role for role, _ in platform_up["runner"].threads if hasattr(role, "remote_engine"))
+    threads = platform_up["runner"].threads
+    return next(role for role, _ in threads if getattr(getattr(role, "policies", None), "remote_engine", None))
 
 
 def remote_job(client: Any, project: str, agent: str, job_type: str, **extra: Any) -> dict[str, Any]:
@@ -193,7 +195,7 @@ def test_private_and_metadata_base_urls_are_refused_and_names_rechecked_per_requ
         return ["127.0.0.1"]
 
     processor = processor_of(platform_up)
-    engine_for = processor.remote_engine
+    engine_for = processor.policies.remote_engine
 
     def with_resolver(job: Any) -> Any:
         engine = engine_for(job)
@@ -201,7 +203,7 @@ def test_private_and_metadata_base_urls_are_refused_and_names_rechecked_per_requ
             engine.resolver = to_loopback
         return engine
 
-    processor.remote_engine = with_resolver
+    processor.policies = dataclasses.replace(processor.policies, remote_engine=with_resolver)
     job = remote_job(editor, platform_up["project"], agent, "tts", parameters={"text": "Hello."})
     done = viewer.wait_job(job["id"], timeout=90)
     assert done["status"] == "failed", done

@@ -143,7 +143,7 @@ def test_the_data_folder_and_its_secrets_are_private(settings: Any) -> None:
 
 
 def test_read_models_an_earlier_version_created_as_the_owner_are_handed_over(settings: Any) -> None:
-    from api import live
+    from api import tickets as live  # the live feed's tickets (api/tickets.py since the split)
     from infra.bootstrap import bootstrap
     from infra.db import make_engine
     from projections.generations import ensure_serving, serving_generation

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.client import USAGE, ClientError, _expiry, _unclobbered, _write_private, parse_files, parse_params
+from infra.client import USAGE, ClientError, parse_files, parse_params
+from infra.client.live import _unclobbered
+from infra.client.session import _expiry, _write_private
 
 
 def test_params_are_json_literals_or_strings() -> None:

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from api.errors import problem_errors, problem_kind
 from commands.errors import InvalidCommand
 from commands.outbound import (
     OutboundRefused,
@@ -72,8 +73,8 @@ def refusal(url: str, **kwargs: object) -> OutboundRefused:
 def test_non_public_literal_addresses_are_refused_without_dns(url: str, phrase: str) -> None:
     exc = refusal(url)
     assert phrase in exc.reason
-    assert isinstance(exc, InvalidCommand) and exc.status == 422
-    assert exc.errors == [{"loc": ["body", "base_url"], "msg": exc.reason}]
+    assert isinstance(exc, InvalidCommand) and problem_kind(exc)[0] == 422
+    assert problem_errors(exc) == [{"loc": ["body", "base_url"], "msg": exc.reason}]
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,7 @@ def test_resolution_failures_are_oserrors_for_the_caller_to_retry() -> None:
 
 def test_field_name_and_address_refusal() -> None:
     exc = refusal("http://10.0.0.1/hook", field="url")
-    assert exc.errors == [{"loc": ["body", "url"], "msg": exc.reason}] and exc.detail.startswith("url ")
+    assert problem_errors(exc) == [{"loc": ["body", "url"], "msg": exc.reason}] and exc.detail.startswith("url ")
     assert address_refusal("8.8.8.8") is None
     assert address_refusal("10.0.0.1", ["10.0.0.0/8"]) is None
     assert "private" in (address_refusal("10.0.0.1") or "")

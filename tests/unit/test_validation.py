@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from api.errors import problem_errors
 from commands.errors import InvalidCommand
 from commands.job_parameters import required_files, validate_parameters
-from commands.service import Platform
+from commands.service import Platform, Policies
 
 
 def test_each_type_has_a_schema() -> None:
@@ -29,7 +30,8 @@ def test_each_type_has_a_schema() -> None:
 def test_bad_parameters_name_the_field(job_type: str, params: dict[str, object], loc: list[str]) -> None:
     with pytest.raises(InvalidCommand) as info:
         validate_parameters(job_type, params)
-    assert info.value.errors and info.value.errors[0]["loc"] == loc
+    errors = problem_errors(info.value)
+    assert errors and errors[0]["loc"] == loc
 
 
 def test_file_fields() -> None:
@@ -44,7 +46,7 @@ def test_file_fields() -> None:
 
 
 def test_a_type_whose_engine_is_missing_is_refused_naming_it() -> None:
-    platform = Platform(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    platform.missing_engine = lambda t: ["pyworld"] if t == "voice_cloning" else []
+    policies = Policies(missing_engine=lambda t: ["pyworld"] if t == "voice_cloning" else [])
+    platform = Platform(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, policies=policies)
     with pytest.raises(InvalidCommand, match="pyworld"):
         platform.validate_job("voice_cloning", {"text": "x"}, {"reference_file"})

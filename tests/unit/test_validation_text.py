@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
+from api.errors import problem_errors, problem_kind
 from commands.agent import Agent
 from commands.context import SYSTEM, Actor, Context
 from commands.errors import Forbidden, InvalidCommand
@@ -44,8 +45,9 @@ NFD_E = "e\u0301"  # e + combining acute: NFC is "é" (U+00E9)
 def refused(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     with pytest.raises(InvalidCommand) as info:
         call(*args, **kwargs)
-    assert info.value.status == 422 and info.value.errors
-    return info.value.errors[0]
+    errors = problem_errors(info.value)
+    assert problem_kind(info.value)[0] == 422 and errors
+    return errors[0]
 
 
 # -- clean_text --------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def test_a_non_string_is_refused() -> None:
 
 def test_a_nested_location_and_a_header() -> None:
     assert refused(clean_text, "\x00", ("logs", 2), max_length=9)["loc"] == ["body", "logs", 2]
-    assert refused(clean_text, "k\x00", "Idempotency-Key", max_length=9, where="header")["loc"] == ["header", "Idempotency-Key"]
+    assert refused(clean_text, "k\x00", "Idempotency-Key", max_length=9)["loc"] == ["header", "Idempotency-Key"]
 
 
 def test_ordinary_unicode_passes_untouched() -> None:

@@ -5,7 +5,7 @@ local engines, so a job's result looks the same wherever it ran.
 
 Each request runs on a private asyncio event loop (httpx.AsyncClient) while the calling
 thread's loop polls ``ctx.should_stop()`` every 0.1 s: a cancel aborts the request
-(the connection is closed) and raises JobCancelled within about 0.1 s, even when the
+(the connection is closed) and raises EngineCancelled within about 0.1 s, even when the
 provider hangs.  Transient failures (429, 408, 409, 425, 5xx, connection errors,
 timeouts) are retried by tenacity with exponential backoff and jitter, honouring
 ``Retry-After``; a provider that stays unavailable fails the job with

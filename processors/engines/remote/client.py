@@ -98,7 +98,7 @@ class ProviderClient:
         """POST ``call`` with retries; return the successful (2xx) answer.
 
         Raises:
-            JobCancelled: ``ctx.should_stop()`` became True (also mid-request and between retries).
+            EngineCancelled: ``ctx.should_stop()`` became True (also mid-request and between retries).
             RemoteEngineError: the provider stayed unavailable (retryable).
             EngineError, InvalidInput: see :func:`~processors.engines.remote.answers.check_answer`;
                 EngineError also when the address is refused or the answer is too large.
@@ -191,9 +191,9 @@ class ProviderClient:
         backoff with jitter; both capped at ``backoff_cap_s``."""
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, self.backoff_cap_s)
+            return float(min(exc.retry_after, self.backoff_cap_s))
         delay = self.backoff_s * 2 ** (state.attempt_number - 1) + random.uniform(0, self.backoff_s)
-        return min(delay, self.backoff_cap_s)
+        return float(min(delay, self.backoff_cap_s))
 
     async def _attempt(self, client: httpx.AsyncClient, ctx: EngineContext, call: Call, trace: _Trace, number: int) -> Answer:
         """Attempt ``number`` (1-based): check the address, send one request, polled every
@@ -201,7 +201,7 @@ class ProviderClient:
 
         Raises:
             Transient: timeout, connection or name-resolution failure, or a transient HTTP status.
-            JobCancelled / EngineError / InvalidInput: see ``check_answer``; EngineError also
+            EngineCancelled / EngineError / InvalidInput: see ``check_answer``; EngineError also
                 when the address is refused (nothing is sent) or the answer is too large.
         """
         handle = call.upload.open("rb") if call.upload is not None else None

@@ -117,26 +117,9 @@ class OpenAICompatibleEngine(Engine):
         self.max_retries = int(max_retries)
         self.backoff_s = float(backoff_s)
         self.backoff_cap_s = float(backoff_cap_s)
-        self._config_error: str | None = None
         self.allowed_networks = parse_networks(allowed_networks)
         self.resolver = resolver
-        parts = urlsplit(self.base_url)
-        host = ""
-        try:
-            host = parts.hostname or ""
-            if parts.port is not None:
-                host = f"{host}:{parts.port}"
-        except ValueError:
-            host = ""
-        if parts.scheme not in ("http", "https") or not host:
-            self._config_error = (
-                f"provider base_url {display_url(self.base_url, self._api_key)!r} is not an http(s) URL with a host"
-            )
-        else:
-            try:
-                check_url(self.base_url, allowed_networks=self.allowed_networks)
-            except OutboundRefused as exc:
-                self._config_error = f"provider base_url is refused: it {exc.reason}"
+        host, self._config_error = _check_base_url(self.base_url, self._api_key, self.allowed_networks)
         self.host = host or "invalid-url"
         self.name = f"openai-compatible:{self.host}"  # type: ignore[misc]  # per instance, like type
         self.provider_name = provider_name or self.host
@@ -166,7 +149,7 @@ class OpenAICompatibleEngine(Engine):
             InvalidInput: unusable input or parameters, a job type the provider does not
                 serve, an unusable ``base_url``, or the provider rejected the request
                 (HTTP 400/413/415/422; the message quotes the provider).
-            JobCancelled: ``ctx.should_stop()`` became True (checked every 0.1 s, also
+            EngineCancelled: ``ctx.should_stop()`` became True (checked every 0.1 s, also
                 while a request is in flight and between retries).
             RemoteEngineError: the provider stayed unavailable (retryable).
             EngineError: the provider refused the credentials (401/403), answered
@@ -233,3 +216,23 @@ def build_remote_engine(job_type: str, provider: dict[str, Any]) -> OpenAICompat
         **tuning,
         **guard,
     )
+
+
+def _check_base_url(base_url: str, api_key: str | None, allowed_networks: tuple[Network, ...]) -> tuple[str, str | None]:
+    """``(host[:port] or "", why the URL is unusable or None)`` of a provider's base URL:
+    an http(s) URL with a host, whose address :func:`commands.outbound.check_url` allows."""
+    parts = urlsplit(base_url)
+    host = ""
+    try:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        host = ""
+    if parts.scheme not in ("http", "https") or not host:
+        return host, f"provider base_url {display_url(base_url, api_key)!r} is not an http(s) URL with a host"
+    try:
+        check_url(base_url, allowed_networks=allowed_networks)
+    except OutboundRefused as exc:
+        return host, f"provider base_url is refused: it {exc.reason}"
+    return host, None

@@ -145,7 +145,7 @@ class PiperEngine(Engine):
         Raises:
             InvalidInput: no/empty/too long/undecodable text, bad ``language``, a text
                 that yields no speech, or a non-English language without espeak-ng.
-            JobCancelled: ``ctx.should_stop()`` became True.
+            EngineCancelled: ``ctx.should_stop()`` became True.
             ModelMissing / EngineError: the voice could not be loaded, or the worker
                 died twice in this job, or espeak-ng failed.
         """

@@ -122,7 +122,7 @@ class PiperWorker:
         """Send one request and wait for its answer.
 
         Raises:
-            JobCancelled: ``ctx.should_stop()`` became True while waiting (the worker
+            EngineCancelled: ``ctx.should_stop()`` became True while waiting (the worker
                 finishes the sentence in the background; its late answer is skipped).
             WorkerDied: the worker exited, hung past ``timeout`` or broke the protocol.
         """

@@ -1,0 +1,5 @@
+"""``python -m infra.cli`` runs the ``aiorch`` command line."""
+
+from infra.cli import main
+
+main()
