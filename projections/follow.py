@@ -34,6 +34,36 @@ class NotificationSource(Protocol):
     def max_notification_id(self) -> int | None: ...
 
 
+def _drain(conn: psycopg.Connection[Any]) -> bool:
+    """Consume every notification libpq has parsed; whether there was one."""
+    seen = False
+    backlog = getattr(conn, "_notifies_backlog", None)  # psycopg keeps those read during a query
+    if backlog:
+        backlog.clear()
+        seen = True
+    while conn.pgconn.notifies() is not None:
+        seen = True
+    return seen
+
+
+def await_notification(conn: psycopg.Connection[Any], timeout: float) -> bool:
+    """Block in one ``select()`` on a LISTEN connection's socket until a notification
+    arrives or ``timeout`` seconds pass; whether one came (every one waiting is consumed).
+    psycopg's ``notifies(timeout=...)`` would wake every 0.1 s instead.
+
+    Raises psycopg.OperationalError when the connection is closed, OSError on a bad socket.
+    """
+    if _drain(conn):  # arrived while LISTEN, a query or an earlier wait read the socket
+        return True
+    readable, _, _ = select.select([conn.fileno()], [], [], max(timeout, 0.0))
+    if not readable:
+        return False
+    conn.pgconn.consume_input()
+    if conn.pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the LISTEN connection is closed")
+    return _drain(conn)
+
+
 class StoreWaiter:
     """Blocks until the store signals an append, or ``timeout`` seconds pass.
 
@@ -61,33 +91,12 @@ class StoreWaiter:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
                 self._conn.execute(f'LISTEN "{self._channel}"')
-            conn = self._conn
-            if self._drain(conn):  # arrived while LISTEN (or an earlier wait) read the socket
-                return True
-            readable, _, _ = select.select([conn.fileno()], [], [], max(timeout, 0.0))
-            if not readable:
-                return False
-            conn.pgconn.consume_input()
-            if conn.pgconn.status != pq.ConnStatus.OK:
-                raise psycopg.OperationalError("the LISTEN connection is closed")
-            return self._drain(conn)
+            return await_notification(self._conn, timeout)
         except (psycopg.Error, OSError) as exc:
             log.warning("store waiter lost its connection (%s); will reconnect", exc)
             self.close()
             time.sleep(timeout)
             return False
-
-    @staticmethod
-    def _drain(conn: psycopg.Connection[Any]) -> bool:
-        """Consume every notification libpq has parsed; whether there was one."""
-        seen = False
-        backlog = getattr(conn, "_notifies_backlog", None)  # psycopg keeps those read during a query
-        if backlog:
-            backlog.clear()
-            seen = True
-        while conn.pgconn.notifies() is not None:
-            seen = True
-        return seen
 
     def close(self) -> None:
         """Close the LISTEN connection."""
