@@ -34,6 +34,9 @@ from projections.history import JobRows
 from projections.readmodels.job_row import JobRow
 
 log = logging.getLogger(__name__)
+#: seconds between store reads of an idle hub when no NOTIFY came (a safety net: the
+#: store's NOTIFY wakes it on each append; a lost LISTEN connection is retried after it)
+IDLE_RECHECK_S = 2.0
 STATUS_EVENTS = frozenset({"JobSubmitted", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetried"})
 
 
@@ -280,7 +283,7 @@ class LiveHub:
             try:
                 batch = list(self.recorder.select_notifications(self.position, 500, inclusive_of_start=False))
                 if not batch:
-                    self.wait(0.5)
+                    self.wait(IDLE_RECHECK_S)
                     continue
                 self._wait_projected(batch[-1].id)  # push after the read model
                 if self._stop.is_set():
