@@ -24,6 +24,7 @@ from commands.context import Actor, Context
 from commands.errors import Unauthenticated
 from commands.service import Platform
 from projections import tables as t
+from projections.history import JobCheckpoints
 from projections.projector import current_position
 
 T = TypeVar("T")
@@ -105,6 +106,7 @@ class Services:
         self.reads = reads  # api.readwait.ReadWaiter
         self._head_seen = 0  # the highest store head read so far (positions only increase)
         self.login_guard = login_guard or LoginGuard(engine)
+        self.checkpoints = JobCheckpoints()  # ?as_of= folds from the nearest remembered job row
 
     def upload_limit(self, user_id: str) -> int:
         """Bytes one uploaded file may have: the user's ``max_file_size_mb`` (1 MB = 1,048,576

@@ -1,6 +1,7 @@
 """Reading a job's past from the event store: the store-history reader of a request's
 services, and ``?as_of=`` — the job row folded (:func:`projections.readmodels.job_row.job_row`)
-from its events up to a global position or an ISO 8601 time, SQL bounding what is read."""
+from its events up to a global position or an ISO 8601 time, SQL bounding what is read, from
+the nearest in-memory checkpoint (:class:`projections.history.JobCheckpoints`)."""
 
 from __future__ import annotations
 
@@ -60,4 +61,4 @@ def fold_as_of(services: Services, job_id: UUID, as_of: str) -> JobRow:
         version = history.version_at_time(job_id, point)
     if version == 0:
         raise NotFound(f"job {job_id} did not exist then")
-    return history.job_at(job_id, version)
+    return services.checkpoints.job_at(history, job_id, version)

@@ -8,6 +8,9 @@ a history page decodes one page, ``?as_of=`` the job's events up to then.
 
 from __future__ import annotations
 
+import bisect
+import copy
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -100,9 +103,12 @@ class StoreHistory:
                 return
             after = page[-1][0]
 
-    def upto_version(self, aggregate_id: UUID | str, version: int) -> list[Entry]:
-        """The aggregate's events of versions 1 to ``version``, in order."""
-        return self._rows("originator_version <= :version", {"id": UUID(str(aggregate_id)), "version": version})
+    def upto_version(self, aggregate_id: UUID | str, version: int, *, after_version: int = 0) -> list[Entry]:
+        """The aggregate's events of versions ``after_version`` + 1 to ``version``, in order."""
+        return self._rows(
+            "originator_version > :after AND originator_version <= :version",
+            {"id": UUID(str(aggregate_id)), "after": after_version, "version": version},
+        )
 
     def version_at(self, aggregate_id: UUID | str, position: int) -> int:
         """The aggregate's version right after global position ``position`` (0: none yet)."""
@@ -133,6 +139,58 @@ class StoreHistory:
         if row is None or row.version != version:
             raise LookupError(f"job {job_id} has no event of version {version}")
         return row
+
+
+class JobCheckpoints:
+    """Job rows at every ``every``-th version, remembered in memory as jobs are folded, so
+    that a job's row as of a version (``?as_of=``) folds at most ``every`` - 1 events after
+    the nearest checkpoint instead of the job's whole history — eventsourcing's snapshots,
+    kept per process and made on reading. A checkpoint never goes stale: stored events
+    never change and :func:`job_row` is pure. Keeps the checkpoints of ``jobs`` jobs
+    (least recently read dropped first); thread-safe.
+    """
+
+    def __init__(self, every: int = 50, jobs: int = 1_000) -> None:
+        self.every, self.jobs = every, jobs
+        self._marks: OrderedDict[str, list[JobRow]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def job_at(self, history: StoreHistory, job_id: UUID | str, version: int) -> JobRow:
+        """The job row right after its event of ``version`` (a copy: the caller may change
+        its nested values). Reads the events after the nearest checkpoint at or below
+        ``version`` from ``history``. Raises LookupError when the job has no such event."""
+        key = str(job_id)
+        start = self._nearest(key, version)
+        row = start
+        if start is None or start.version < version:
+            after = start.version if start is not None else 0
+            for position, event in history.upto_version(job_id, version, after_version=after):
+                row = job_row(row, event, position)
+                if row.version % self.every == 0:
+                    self._remember(key, row)
+        if row is None or row.version != version:
+            raise LookupError(f"job {job_id} has no event of version {version}")
+        return copy.deepcopy(row)
+
+    def _nearest(self, key: str, version: int) -> JobRow | None:
+        with self._lock:
+            marks = self._marks.get(key)
+            if not marks:
+                return None
+            self._marks.move_to_end(key)
+            i = bisect.bisect_right([m.version for m in marks], version)
+            return marks[i - 1] if i else None
+
+    def _remember(self, key: str, row: JobRow) -> None:
+        with self._lock:
+            marks = self._marks.setdefault(key, [])
+            self._marks.move_to_end(key)
+            versions = [m.version for m in marks]
+            i = bisect.bisect_left(versions, row.version)
+            if i == len(marks) or marks[i].version != row.version:
+                marks.insert(i, row)
+            while len(self._marks) > self.jobs:
+                self._marks.popitem(last=False)
 
 
 class JobRows:
@@ -170,4 +228,4 @@ class JobRows:
             self._rows.popitem(last=False)
 
 
-__all__ = ["Entry", "JobRows", "StoreHistory"]
+__all__ = ["Entry", "JobCheckpoints", "JobRows", "StoreHistory"]
