@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,19 +93,60 @@ class Subscriber:
 
     def offer(self, message: dict[str, Any]) -> None:
         """Queue a message (from the hub thread); on overflow, ask the client to resync."""
+        self.loop.call_soon_threadsafe(self.put, message)
 
-        def put() -> None:
-            if self.overflowed:
-                return
-            if self.queue.full():
-                self.overflowed = True
-                while not self.queue.empty():  # what is queued is not sent: a resume replays it
-                    self.queue.get_nowait()
-                self.queue.put_nowait(None)  # the sender sees None and sends resync_required
-                return
-            self.queue.put_nowait(message)
+    def put(self, message: dict[str, Any]) -> None:
+        """Queue a message (in :attr:`loop`); on overflow, ask the client to resync."""
+        if self.overflowed:
+            return
+        if self.queue.full():
+            self.overflowed = True
+            while not self.queue.empty():  # what is queued is not sent: a resume replays it
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)  # the sender sees None and sends resync_required
+            return
+        self.queue.put_nowait(message)
 
-        self.loop.call_soon_threadsafe(put)
+
+def _put_all(deliveries: list[tuple[Subscriber, dict[str, Any]]]) -> None:
+    """Queue one batch's messages, in order, in their subscribers' loop."""
+    for sub, message in deliveries:
+        sub.put(message)
+
+
+class MessageTexts:
+    """Serialised live messages shared by the connections that receive the same one: a
+    user's connections to the job feeds get the same text for an event (the job's file URLs
+    are signed per user), every admin on ``/ws/events/`` the same envelope. Keyed by
+    :func:`text_key`; keeps the last ``size`` texts; thread-safe (each connection's sender
+    runs in its server's event loop)."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._texts: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> str | None:
+        """The text stored under ``key``, if still kept."""
+        with self._lock:
+            return self._texts.get(key)
+
+    def put(self, key: tuple[Any, ...], text: str) -> None:
+        """Keep ``text`` under ``key`` (the oldest text goes beyond ``size``)."""
+        with self._lock:
+            self._texts[key] = text
+            while len(self._texts) > self.size:
+                self._texts.popitem(last=False)
+
+
+def text_key(feed: Feed, message: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Under what a live ``message`` for ``feed`` is shared (None: not shared): the job
+    feeds' message of a position per user, the events feed's per position."""
+    if feed.kind in ("job", "jobs"):
+        return ("job", str(feed.user["id"]), message["position"])
+    if feed.kind == "events":
+        return ("events", message["position"])
+    return None
 
 
 @dataclass(eq=False)
@@ -155,6 +197,7 @@ class LiveHub:
     wait: Callable[[float], None]
     job_rows: JobRows | None = None
     queue_size: int = 1000
+    texts: MessageTexts = field(default_factory=MessageTexts)  # serialised messages senders share
     reads: Any = None
     max_per_user: int = 20
     subscribers: list[Subscriber] = field(default_factory=list)
@@ -289,11 +332,15 @@ class LiveHub:
                 if self._stop.is_set():
                     return
                 items = self.messages(batch)
+                deliveries: dict[asyncio.AbstractEventLoop, list[tuple[Subscriber, dict[str, Any]]]] = {}
                 with self._lock:
                     for aggregate_id, row, envelope in items:
                         for sub in self.subscribers:
                             if envelope["position"] > sub.last_queued and sub.feed.wants(aggregate_id, row):
-                                sub.offer(render(sub.feed, row, envelope))
+                                deliveries.setdefault(sub.loop, []).append((sub, render(sub.feed, row, envelope)))
+                    for loop, batch_of_loop in deliveries.items():  # one hand-over per loop and batch
+                        with contextlib.suppress(RuntimeError):  # that loop has closed
+                            loop.call_soon_threadsafe(_put_all, batch_of_loop)
                     self.position = batch[-1].id
                     users = {str(n.originator_id) for n in batch} & set(self.connections)
                 if users:

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketState
 
 from api.auth import ALGORITHM
 from api.deps import CurrentUser, Services, ServicesDep, check_token
-from api.live import Feed, LiveConnection, Subscriber, render, token_still_valid
+from api.live import Feed, LiveConnection, Subscriber, render, text_key, token_still_valid
 from api.tickets import TICKET_TTL_S, issue_ticket, redeem_ticket
 from api.views import job_json
 from commands.errors import DomainError
@@ -152,23 +152,36 @@ async def _stream(ws: WebSocket, services: Services, sub: Subscriber, user: dict
     ping every ``PING_S`` s; a subscriber that fell behind is told ``resync_required`` and
     closed with 1013. Returns only then; raises WebSocketDisconnect or CancelledError."""
     delivered = after or 0
+    texts = services.hub.texts
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: dict[str, Any], *, shared: bool = True) -> None:
+        """Send ``message``; a live one's text is made once for every connection that gets
+        the same (:func:`api.live.text_key`), a replayed one's for this connection."""
         nonlocal delivered
-        if message.get("job") is not None:
-            message = {**message, "job": job_json(message["job"], services.signer.for_user(user))}
-        await ws.send_text(json.dumps(message, default=str))
+        key = text_key(sub.feed, message) if shared else None
+        text = texts.get(key) if key is not None else None
+        if text is None:
+            if message.get("job") is not None:
+                message = {**message, "job": job_json(message["job"], services.signer.for_user(user))}
+            text = json.dumps(message, default=str)
+            if key is not None:
+                texts.put(key, text)
+        await ws.send_text(text)
         delivered = message["position"]
 
     if after is not None:
         for replayed in await asyncio.to_thread(_replay, services, sub.feed, after, upto):
-            await send(replayed)
+            await send(replayed, shared=False)
     while True:
         try:
-            message = await asyncio.wait_for(sub.queue.get(), PING_S)
-        except TimeoutError:
-            await ws.send_text(json.dumps({"type": "ping"}))
-            continue
+            message = sub.queue.get_nowait()  # no timer per message while the queue holds some,
+            await asyncio.sleep(0)  # but a yield: other connections and a cancel get their turn
+        except asyncio.QueueEmpty:
+            try:
+                message = await asyncio.wait_for(sub.queue.get(), PING_S)
+            except TimeoutError:
+                await ws.send_text(json.dumps({"type": "ping"}))
+                continue
         if message is None:
             await ws.send_text(json.dumps({"type": "resync_required", "position": delivered}))
             await ws.close(code=1013)
